@@ -1,0 +1,125 @@
+"""Entity extraction: regexes, lookup tables with typo tolerance, and synonyms."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from rapidfuzz import fuzz
+
+from bot.nlu.normalize import clean, fold
+
+_WORD = re.compile(r"\w+")
+# Short values are matched exactly: a typo-tolerant "cpe" would match far too many words.
+MIN_FUZZY_LENGTH = 5
+
+
+@dataclass(frozen=True)
+class Entity:
+    entity: str
+    value: Any
+    start: int
+    end: int
+    confidence: float
+    extractor: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "entity": self.entity,
+            "value": self.value,
+            "start": self.start,
+            "end": self.end,
+            "confidence_entity": round(self.confidence, 4),
+            "extractor": self.extractor,
+        }
+
+
+class EntityExtractor:
+    """Find entities in a message.
+
+    ``regexes`` and ``lookups`` map an entity name to patterns or known values; ``synonyms`` maps a
+    surface form (any case, with or without accents) to the value to report.
+    """
+
+    def __init__(
+        self,
+        regexes: dict[str, list[str]],
+        lookups: dict[str, list[str]],
+        synonyms: dict[str, str],
+        fuzzy_threshold: int = 86,
+    ) -> None:
+        self._regexes = {name: [re.compile(pattern, re.IGNORECASE) for pattern in patterns] for name, patterns in regexes.items()}
+        self._synonyms = {fold(key): value for key, value in synonyms.items()}
+        self._threshold = fuzzy_threshold
+        # entity -> list of (folded tokens, original value)
+        self._lookups: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+        for name, values in lookups.items():
+            seen = set()
+            for value in values:
+                tokens = tuple(_WORD.findall(fold(value)))
+                if tokens and tokens not in seen:
+                    seen.add(tokens)
+                    self._lookups.setdefault(name, []).append((tokens, value))
+        self._max_words = max((len(tokens) for entries in self._lookups.values() for tokens, _ in entries), default=1)
+
+    def extract(self, text: str) -> list[Entity]:
+        text = clean(text)
+        found = self._from_regexes(text) + self._from_lookups(text)
+        return _without_overlaps(found)
+
+    def map_synonym(self, value: str) -> str:
+        return self._synonyms.get(fold(value), value)
+
+    def _from_regexes(self, text: str) -> list[Entity]:
+        found = []
+        for name, patterns in self._regexes.items():
+            for pattern in patterns:
+                for match in pattern.finditer(text):
+                    if match.end() > match.start():
+                        surface = match.group(0)
+                        found.append(Entity(name, self.map_synonym(surface), match.start(), match.end(), 1.0, "RegexEntityExtractor"))
+        return found
+
+    def _from_lookups(self, text: str) -> list[Entity]:
+        words = [(match.start(), match.end(), fold(match.group(0))) for match in _WORD.finditer(text)]
+        found = []
+        for size in range(min(self._max_words, len(words)), 0, -1):
+            for index in range(len(words) - size + 1):
+                window = words[index : index + size]
+                window_tokens = tuple(word for _, _, word in window)
+                joined = " ".join(window_tokens)
+                for name, entries in self._lookups.items():
+                    best = self._best_match(joined, window_tokens, entries)
+                    if best is not None:
+                        score, value = best
+                        start, end = window[0][0], window[-1][1]
+                        surface = text[start:end]
+                        mapped = self._synonyms.get(fold(surface), self._synonyms.get(fold(value), value))
+                        found.append(Entity(name, mapped, start, end, score, "LookupEntityExtractor"))
+        return found
+
+    def _best_match(self, joined: str, tokens: tuple[str, ...], entries) -> tuple[float, str] | None:
+        best: tuple[float, str] | None = None
+        for value_tokens, value in entries:
+            if len(value_tokens) != len(tokens):
+                continue
+            if value_tokens == tokens:
+                return 1.0, value
+            candidate = " ".join(value_tokens)
+            if len(candidate) < MIN_FUZZY_LENGTH:
+                continue
+            score = fuzz.ratio(joined, candidate)
+            if score >= self._threshold and (best is None or score / 100 > best[0]):
+                best = (score / 100, value)
+        return best
+
+
+def _without_overlaps(entities: list[Entity]) -> list[Entity]:
+    """Keep the longest, then most confident, entity wherever two overlap."""
+    ranked = sorted(entities, key=lambda item: (-(item.end - item.start), -item.confidence, item.start))
+    kept: list[Entity] = []
+    for entity in ranked:
+        if all(entity.end <= other.start or entity.start >= other.end for other in kept):
+            kept.append(entity)
+    return sorted(kept, key=lambda item: item.start)
