@@ -1,0 +1,1 @@
+"""The dialogue engine: tracker, policies, actions and the assistant."""

@@ -1,0 +1,185 @@
+"""Policies that choose the next action, in priority order, each decision naming its policy.
+
+1. ``RulePolicy``: the rules in ``stories/``, matched on the end of the conversation; the longest
+   matching rule wins.
+2. ``FormPolicy``: keeps an active form or loop running until it is filled, stopped or interrupted.
+3. ``MemoizationPolicy``: the stories, matched on the last ``max_history`` states.
+4. ``FallbackPolicy``: the two-stage fallback after ``nlu_fallback``, else ``action_default_fallback``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.data.domain import Domain
+from bot.data.stories import ActionStep, Story, expand
+from bot.dialogue.states import LISTEN, Pair, State, StateBuilder, items_from_steps, window_matches
+from bot.dialogue.tracker import Tracker
+from bot.nlu.model import FALLBACK_INTENT
+
+TWO_STAGE = "action_two_stage_fallback"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    action: str
+    policy: str
+    confidence: float = 1.0
+
+
+@dataclass(frozen=True)
+class _Rule:
+    window: tuple[State, ...]
+    action: str
+    conversation_start: bool
+    name: str
+
+    @property
+    def weight(self) -> tuple[int, int]:
+        return len(self.window), sum(len(state) for state in self.window)
+
+
+# Rules every project has, unless its own rules say otherwise.
+_DEFAULT_RULES = [
+    (({"prev:action_listen", "intent:restart"},), "action_restart"),
+    (({"prev:action_restart"},), LISTEN),
+    (({"prev:action_listen", "intent:session_start"},), "action_session_start"),
+    (({"prev:action_session_start"},), LISTEN),
+]
+
+
+class RulePolicy:
+    name = "RulePolicy"
+
+    def __init__(self, domain: Domain, stories: list[Story]) -> None:
+        self.rules: list[_Rule] = [
+            _Rule(tuple(frozenset(state) for state in window), action, False, "default")
+            for window, action in _DEFAULT_RULES
+        ]
+        for story, steps in expand([story for story in stories if story.kind == "rule"]):
+            builder = StateBuilder(domain, partial=True, initial=items_from_steps(story.condition))
+            items = items_from_steps(steps)
+            starts_with_action = bool(steps) and isinstance(steps[0], ActionStep)
+            builder.feed(items, first_action_is_context=starts_with_action)
+            for window, action in builder.finish(listen=story.wait_for_user_input):
+                self.rules.append(_Rule(window, action, story.conversation_start, story.name))
+
+    def predict(self, conversation: list[State], loop_only: bool = False) -> Prediction | None:
+        best: _Rule | None = None
+        for rule in self.rules:
+            if loop_only and not any(f.startswith("loop:") for state in rule.window for f in state):
+                continue
+            if rule.conversation_start and len(rule.window) != len(conversation):
+                continue
+            if not window_matches(rule.window, conversation):
+                continue
+            if best is None or rule.weight > best.weight:
+                best = rule
+        return Prediction(best.action, self.name) if best else None
+
+
+class MemoizationPolicy:
+    name = "MemoizationPolicy"
+
+    def __init__(self, domain: Domain, stories: list[Story], max_history: int) -> None:
+        self.max_history = max_history
+        self.memory: list[Pair] = []
+        seen = set()
+        for _, steps in expand([story for story in stories if story.kind == "story"]):
+            builder = StateBuilder(domain, partial=False)
+            builder.feed(items_from_steps(steps))
+            for history, action in builder.finish():
+                window = history[-max_history:]
+                if (window, action) not in seen:
+                    seen.add((window, action))
+                    self.memory.append((window, action))
+
+    def predict(self, conversation: list[State]) -> Prediction | None:
+        best: tuple[tuple[int, int], str] | None = None
+        for window, action in self.memory:
+            # Try the longest suffix of the remembered window first, down to the last state alone.
+            for size in range(len(window), 0, -1):
+                suffix = window[-size:]
+                if window_matches(suffix, conversation):
+                    score = (size, sum(len(state) for state in suffix))
+                    if best is None or score > best[0]:
+                        best = (score, action)
+                    break
+        if best is None:
+            return None
+        size = best[0][0]
+        return Prediction(best[1], self.name, round(size / self.max_history, 3))
+
+
+class PolicyEnsemble:
+    """Ask each policy in priority order and return the first prediction."""
+
+    def __init__(self, domain: Domain, stories: list[Story], max_history: int) -> None:
+        self.domain = domain
+        self.rules = RulePolicy(domain, stories)
+        self.memo = MemoizationPolicy(domain, stories, max_history)
+
+    def predict(self, tracker: Tracker) -> Prediction:
+        conversation = tracker.states()
+        user_just_spoke = tracker.user_spoke_last()
+        loop = tracker.active_loop
+        intent = tracker.latest_message.intent if tracker.latest_message else None
+
+        if loop is not None:
+            prediction = self._predict_in_loop(tracker, conversation, loop, user_just_spoke)
+            if prediction is not None:
+                return prediction
+
+        prediction = self.rules.predict(conversation)
+        if prediction is not None:
+            return prediction
+        prediction = self.memo.predict(conversation)
+        if prediction is not None:
+            return prediction
+
+        if user_just_spoke and intent == FALLBACK_INTENT:
+            return Prediction(TWO_STAGE, "FallbackPolicy")
+        if user_just_spoke:
+            return Prediction("action_default_fallback", "FallbackPolicy")
+        return Prediction(LISTEN, "FallbackPolicy")
+
+    def _predict_in_loop(self, tracker: Tracker, conversation: list[State], loop: str, user_just_spoke: bool) -> Prediction | None:
+        if loop == TWO_STAGE:
+            return Prediction(TWO_STAGE, "FormPolicy") if user_just_spoke else Prediction(LISTEN, "FormPolicy")
+
+        # Rules written for this loop (stopping a form, for example) come first.
+        prediction = self.rules.predict(conversation, loop_only=True)
+        if prediction is not None:
+            return prediction
+        if tracker.latest_action == loop:
+            return Prediction(LISTEN, "FormPolicy")
+        if user_just_spoke:
+            requested = tracker.requested_slot
+            if requested is not None and _filled_this_turn(tracker, requested):
+                return Prediction(loop, "FormPolicy")
+            if self._answers_elsewhere(conversation):
+                # Let the other policies answer the unrelated question; the form resumes after.
+                return None
+            return Prediction(loop, "FormPolicy")
+        # An unrelated question was answered: finish that answer, then resume the form.
+        prediction = self.rules.predict(conversation) or self.memo.predict(conversation)
+        if prediction is not None and prediction.action != LISTEN:
+            return prediction
+        return Prediction(loop, "FormPolicy")
+
+    def _answers_elsewhere(self, conversation: list[State]) -> bool:
+        """Tell whether a rule or story answers the message while the form is paused."""
+        without_loop = [frozenset(f for f in state if not f.startswith("loop:")) for state in conversation]
+        prediction = self.rules.predict(without_loop) or self.memo.predict(without_loop)
+        return prediction is not None and prediction.action != LISTEN
+
+
+def _filled_this_turn(tracker: Tracker, slot: str) -> bool:
+    from bot.dialogue.events import SlotSet, UserUttered
+
+    for event in reversed(tracker.session_events()):
+        if isinstance(event, UserUttered):
+            return False
+        if isinstance(event, SlotSet) and event.name == slot and event.value is not None:
+            return True
+    return False

@@ -1,0 +1,65 @@
+"""Build and tear down everything a running assistant needs, in one place and in reverse order."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from typing import Callable
+
+from bot.assistant import Assistant
+from bot.config import Settings
+from bot.data.project import Project, load_project
+from bot.errors import ModelError
+from bot.handoff.recording import RecordingDesk
+from bot.handoff.requests import RequestBook
+from bot.nlu.files import latest_model, load_model, train_project
+from bot.nlu.model import NluModel
+from bot.outbox import Outbox
+from bot.storage.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+def load_or_train(settings: Settings, project: Project, progress: Callable[[str], None] | None = None) -> NluModel:
+    """Load the model that matches the data; train it first when it does not exist."""
+    result = train_project(project, settings, progress=progress)
+    if result.trained:
+        logger.info("trained a new model: %s", result.path)
+    return load_model(settings, result.path)
+
+
+class Runtime:
+    """Async context manager holding the store, the model, the outbox, the desk and the assistant."""
+
+    def __init__(self, settings: Settings, seed: int | None = None, train: bool = True, progress: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.seed = seed
+        self.train = train
+        self.progress = progress
+        self._stack = AsyncExitStack()
+        self.project: Project | None = None
+        self.model: NluModel | None = None
+        self.store: Store | None = None
+        self.outbox = Outbox()
+        self.book: RequestBook | None = None
+        self.assistant: Assistant | None = None
+
+    async def __aenter__(self) -> Runtime:
+        self.project = load_project(self.settings)
+        if self.train:
+            self.model = load_or_train(self.settings, self.project, self.progress)
+        else:
+            try:
+                self.model = load_model(self.settings, latest_model(self.settings))
+            except ModelError:
+                raise
+        self.store = Store(self.settings.storage.url)
+        await self.store.start()
+        self._stack.push_async_callback(self.store.stop)
+        self.book = RequestBook(self.store, self.settings.handoff.reference_prefix)
+        desk = RecordingDesk(self.book, self.settings)
+        self.assistant = Assistant(self.settings, self.project, self.model, self.store, self.outbox, desk, seed=self.seed)
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self._stack.aclose()

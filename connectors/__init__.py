@@ -1,0 +1,1 @@
+"""Channel connectors: each turns a channel's updates into IncomingMessages and sends replies."""
