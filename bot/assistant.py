@@ -31,6 +31,8 @@ STORED_TEXT_LIMIT = 100_000
 _LEAVE_HANDOFF = re.compile(r"^\s*(/annuler|/cancel|/restart|retour (au|a) (robot|l'?assistant))\s*[.!]*\s*$", re.IGNORECASE)
 # The intent recorded for messages that go to the experts instead of the NLU.
 RELAY_INTENT = "relayed_to_desk"
+# Messages with these intents never reopen a resolved request.
+SMALL_TALK = {"greet", "thank", "goodbye", "affirm", "deny", "bot_challenge"}
 _SCORE = re.compile(r"^\s*([1-5])\s*(/\s*5)?\s*[.!]*\s*$")
 
 
@@ -65,9 +67,13 @@ class Assistant:
 
     # ----- entry points -----
 
-    async def handle(self, message: IncomingMessage, output: OutputChannel | None = None) -> list[OutgoingMessage]:
+    async def handle(
+        self, message: IncomingMessage, output: OutputChannel | None = None, echo_user: bool = False
+    ) -> list[OutgoingMessage]:
         """Handle one user message; return what the assistant said (also sent through ``output`` or the Outbox).
 
+        With ``echo_user``, the user's own message comes first, with its sequence number and its
+        ``message_id`` in the metadata, for channels that show the transcript (the web widget).
         A message whose channel id was already handled is ignored and returns an empty list.
         """
         key = ConversationKey(message.channel, message.sender_id)
@@ -93,7 +99,7 @@ class Assistant:
             outgoing = [
                 self._outgoing(event, seq)
                 for event, seq in zip(events, seqs)
-                if isinstance(event, (BotUttered, ExpertUttered))
+                if isinstance(event, (BotUttered, ExpertUttered)) or (echo_user and isinstance(event, UserUttered))
             ]
             logger.debug("conversation %s: turn took %.1f ms", conversation.id, (time.perf_counter() - started) * 1000)
         for item in outgoing:
@@ -118,6 +124,15 @@ class Assistant:
         await self.outbox.send(key, outgoing, conversation_id)
         return outgoing
 
+    async def history(self, conversation_id: str, since: int = 0, limit: int = 200) -> list[OutgoingMessage]:
+        """Return the transcript after sequence number ``since``: the newest ``limit`` messages, oldest first."""
+        types = ["user", "bot", "expert"]
+        if since == 0:
+            stored = await self.store.latest_events(conversation_id, types, limit)
+        else:
+            stored = await self.store.events(conversation_id, since=since, types=types, limit=limit)
+        return [self._outgoing(item.event, item.seq) for item in stored if not (isinstance(item.event, UserUttered) and not item.event.text)]
+
     async def tracker(self, conversation_id: str) -> Tracker:
         stored = await self.store.session_events(conversation_id)
         return Tracker(conversation_id, self.project.domain, [item.event for item in stored])
@@ -133,12 +148,11 @@ class Assistant:
             events += await self.engine.run_action("action_session_start", tracker, context)
         events += self._identity_slots(tracker, message)
 
-        raw_text = message.content if isinstance(message.content, str) else ""
-        text = sanitize(raw_text)
-        if len(text) > STORED_TEXT_LIMIT:
-            text = text[:STORED_TEXT_LIMIT]
+        content = sanitize(message.content if isinstance(message.content, str) else "")[:STORED_TEXT_LIMIT]
+        # For a button, the transcript keeps its title while the NLU reads its payload.
+        text = sanitize(message.text)[:STORED_TEXT_LIMIT] if message.payload is not None and message.text.strip() else content
 
-        if not text.strip():
+        if not content.strip():
             return events + self._notice(tracker, context, UserUttered(text="", channel=message.channel, message_id=message.message_id), "utter_empty")
         if len(text) > self.max_length and message.payload is None:
             # Keep the whole text for the record, but do not guess at its meaning.
@@ -155,7 +169,7 @@ class Assistant:
             thanks = context.utter("utter_satisfaction_thanks")
             return events + [user, SlotSet("awaiting_satisfaction", None)] + ([thanks] if thanks else [])
 
-        parse = self.model.parse(text)
+        parse = self.model.parse(content)
         user = UserUttered(
             text=text,
             intent=parse["intent"]["name"],
@@ -165,6 +179,10 @@ class Assistant:
             message_id=message.message_id,
             channel=message.channel,
         )
+        if self.desk is not None and user.intent not in SMALL_TALK and await self.desk.maybe_reopen(conversation.id, user.intent):
+            # The request was resolved a short while ago: this message goes back to the experts.
+            user.intent = RELAY_INTENT
+            return events + [user]
         result = await self.engine.handle_message(tracker, user, context)
         return events + result.events
 
@@ -218,7 +236,11 @@ class Assistant:
         tracker.update(events)
         return events
 
-    def _outgoing(self, event: BotUttered | ExpertUttered, seq: int) -> OutgoingMessage:
+    def _outgoing(self, event: BotUttered | ExpertUttered | UserUttered, seq: int) -> OutgoingMessage:
+        if isinstance(event, UserUttered):
+            return OutgoingMessage(
+                text=event.text, role=Role.USER, seq=seq, time=event.timestamp, metadata={"message_id": event.message_id}
+            )
         if isinstance(event, ExpertUttered):
             return OutgoingMessage(text=event.text, role=Role.EXPERT, label=event.label, seq=seq, time=event.timestamp)
         return OutgoingMessage(text=event.text, buttons=tuple(event.buttons), role=Role.BOT, response=event.response, seq=seq, time=event.timestamp)

@@ -26,6 +26,9 @@ class Connector(abc.ABC):
     async def send(self, recipient_id: str, message: OutgoingMessage) -> None:
         """Deliver ``message`` to ``recipient_id`` on this channel."""
 
+    def setup_routes(self, app) -> None:
+        """Add the connector's HTTP routes (webhooks, WebSocket) to the aiohttp application."""
+
     @property
     def ready(self) -> bool:
         """Tell whether the connector is started and able to send."""

@@ -123,7 +123,7 @@ def _apply(mapping: SlotMapping, slot: Slot, tracker: Tracker, message: UserUtte
     if mapping.type == "from_text":
         text = message.text.strip()
         # A button payload is no free text.
-        if not text or text.startswith("/"):
+        if not text or text.startswith("/") or str(message.parse_data.get("text", "")).startswith("/"):
             return _NO_VALUE
         return text[:max_text_length]
     return _NO_VALUE

@@ -54,3 +54,16 @@ class HandoffDesk(abc.ABC):
 
     async def satisfaction(self, conversation_id: str, score: int) -> None:
         """Record the user's 1-5 satisfaction score for the latest resolved request."""
+
+    async def maybe_reopen(self, conversation_id: str, intent: str | None) -> bool:
+        """Reopen the latest resolved request if the user writes again soon enough; True if reopened.
+
+        The assistant then relays the message to the desk instead of answering it.
+        """
+        return False
+
+    async def relay_attachment(
+        self, conversation_id: str, filename: str, content_type: str, data: bytes, seq: int
+    ) -> bool:
+        """Pass a file the user sent during a handoff to the experts; False when the desk refuses files."""
+        return False
