@@ -49,6 +49,9 @@ class NluSettings(_Section):
     regularization: float = Field(10.0, gt=0.0, description="inverse regularization strength C (the SVM uses C/10)")
     fuzzy_threshold: int = Field(86, ge=50, le=100, description="rapidfuzz ratio, 0-100")
     random_seed: int = 42
+    self_entities: list[str] = Field(
+        default_factory=lambda: ["profile"], description="entities that get role 'self' after 'je suis', 'en tant que'..."
+    )
 
 
 class PolicySettings(_Section):

@@ -13,6 +13,11 @@ from bot.nlu.normalize import clean, fold
 _WORD = re.compile(r"\w+")
 # Short values are matched exactly: a typo-tolerant "cpe" would match far too many words.
 MIN_FUZZY_LENGTH = 5
+# Words that, just before a mention, show that the writer speaks of themselves ("je suis prof",
+# "en tant que parent", "moi, élève de 3e"), unlike "mon prof" or "les parents".
+SELF_CUES = frozenset({"je", "j", "suis", "jsuis", "jsui", "chui", "chuis", "moi", "tant", "sommes", "nous"})
+SELF_WINDOW = 3
+SELF_ROLE = "self"
 
 
 @dataclass(frozen=True)
@@ -23,9 +28,10 @@ class Entity:
     end: int
     confidence: float
     extractor: str
+    role: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        found = {
             "entity": self.entity,
             "value": self.value,
             "start": self.start,
@@ -33,13 +39,18 @@ class Entity:
             "confidence_entity": round(self.confidence, 4),
             "extractor": self.extractor,
         }
+        if self.role:
+            found["role"] = self.role
+        return found
 
 
 class EntityExtractor:
     """Find entities in a message.
 
     ``regexes`` and ``lookups`` map an entity name to patterns or known values; ``synonyms`` maps a
-    surface form (any case, with or without accents) to the value to report.
+    surface form (any case, with or without accents) to the value to report. Mentions of the
+    ``self_entities`` that follow a first-person cue get the role ``self``, so slot mappings can
+    tell "je suis prof" from "mon prof".
     """
 
     def __init__(
@@ -48,7 +59,9 @@ class EntityExtractor:
         lookups: dict[str, list[str]],
         synonyms: dict[str, str],
         fuzzy_threshold: int = 86,
+        self_entities: tuple[str, ...] = (),
     ) -> None:
+        self._self_entities = set(self_entities)
         self._regexes = {name: [re.compile(pattern, re.IGNORECASE) for pattern in patterns] for name, patterns in regexes.items()}
         self._synonyms = {fold(key): value for key, value in synonyms.items()}
         self._threshold = fuzzy_threshold
@@ -65,8 +78,18 @@ class EntityExtractor:
 
     def extract(self, text: str) -> list[Entity]:
         text = clean(text)
-        found = self._from_regexes(text) + self._from_lookups(text)
-        return _without_overlaps(found)
+        found = _without_overlaps(self._from_regexes(text) + self._from_lookups(text))
+        if self._self_entities:
+            found = [self._with_role(text, entity) for entity in found]
+        return found
+
+    def _with_role(self, text: str, entity: Entity) -> Entity:
+        if entity.entity not in self._self_entities:
+            return entity
+        before = [fold(word) for word in _WORD.findall(text[: entity.start])][-SELF_WINDOW:]
+        if SELF_CUES.intersection(before):
+            return Entity(entity.entity, entity.value, entity.start, entity.end, entity.confidence, entity.extractor, SELF_ROLE)
+        return entity
 
     def map_synonym(self, value: str) -> str:
         return self._synonyms.get(fold(value), value)

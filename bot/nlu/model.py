@@ -300,7 +300,9 @@ class NluModel:
             intent: _read_layer(arrays, f"selector{spec['index']}", spec["classes"]) for intent, spec in meta["selectors"].items()
         }
         data = meta["data"]
-        extractor = EntityExtractor(data["regexes"], data["lookups"], data["synonyms"], settings.fuzzy_threshold)
+        extractor = EntityExtractor(
+            data["regexes"], data["lookups"], data["synonyms"], settings.fuzzy_threshold, tuple(settings.self_entities)
+        )
         keep = {key: value for key, value in meta.items() if key in {"fingerprint", "created", "data", "retrieval_responses", "training_seconds"}}
         return cls(settings, Normalizer(data["spellings"]), word, char, intents, selectors, extractor, keep)
 
@@ -372,7 +374,9 @@ def train(
         selectors[intent] = fit_layer(features[rows], [examples[i].response_key for i in rows], settings)
 
     lookups = entity_lookups(training)
-    extractor = EntityExtractor(training.regexes, lookups, training.synonyms, settings.fuzzy_threshold)
+    extractor = EntityExtractor(
+        training.regexes, lookups, training.synonyms, settings.fuzzy_threshold, tuple(settings.self_entities)
+    )
     metadata = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "training_seconds": round(time.perf_counter() - started, 3),

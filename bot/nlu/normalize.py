@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'", "\u02bc": "'"})
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_REPEATS = re.compile(r"(\w)\1{2,}")
+_REPEATS = re.compile(r"([^\W\d_])\1{2,}")  # letters only: "2000" stays a number
 _TOKEN = re.compile(r"\w+")
 _ELISIONS = {"j": "je", "l": "le", "m": "me", "t": "te", "n": "ne", "s": "se", "c": "ce", "d": "de", "qu": "que"}
 MAX_SPELLING_WORDS = 3
@@ -41,7 +41,8 @@ class Normalizer:
         for written, standard in (spellings or {}).items():
             key = tuple(_TOKEN.findall(fold(written)))
             if key:
-                self._spellings[key] = _TOKEN.findall(fold(standard))
+                # Elisions are expanded here too, so "j'ai" as a value gives the same tokens as in a message.
+                self._spellings[key] = [_ELISIONS.get(word, word) for word in _TOKEN.findall(fold(clean(standard)))]
 
     def tokens(self, text: str) -> list[str]:
         folded = fold(clean(text)).replace("'", " ")
