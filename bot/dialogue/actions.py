@@ -172,7 +172,8 @@ class FormAction:
         if tracker.active_loop != self.name:
             events.append(ActiveLoop(self.name))
         requested = tracker.requested_slot
-        if tracker.active_loop == self.name and requested and tracker.user_spoke_last() and tracker.slots.get(requested) is None:
+        answered_now = tracker.actions_this_turn() == [self.name]
+        if tracker.active_loop == self.name and requested and answered_now and tracker.slots.get(requested) is None:
             # The answer did not fill the slot: say so before asking again.
             notice = f"utter_invalid_{requested}" if context.renderer.has(f"utter_invalid_{requested}") else "utter_form_invalid"
             uttered = context.utter(notice)

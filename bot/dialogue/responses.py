@@ -51,7 +51,7 @@ class ResponseRenderer:
         variations = self.domain.responses.get(name)
         if not variations:
             if name in DEFAULT_TEXTS:
-                return DEFAULT_TEXTS[name], DEFAULT_BUTTONS.get(name, ())
+                return fill(DEFAULT_TEXTS[name], slots), DEFAULT_BUTTONS.get(name, ())
             return None
         variation = self._choose(variations, slots, channel)
         if variation is None:

@@ -1,0 +1,195 @@
+"""The assistant end to end on the shipped data: ordering, de-duplication, sessions, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import select
+
+from bot.dialogue.events import BotUttered, UserUttered
+from bot.messages import Identity, IncomingMessage
+from bot.outbox import CollectingOutput
+from bot.runtime import Runtime
+from bot.storage.tables import Request
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+async def runtime(shipped_settings):
+    async with Runtime(shipped_settings, seed=0) as runtime:
+        runtime.outbox.register(CollectingOutput("test"))
+        yield runtime
+
+
+def message(text: str, sender: str = "user-1", message_id: str | None = None, **extra) -> IncomingMessage:
+    return IncomingMessage(channel="test", sender_id=sender, text=text, message_id=message_id, **extra)
+
+
+async def user_events(runtime, sender: str = "user-1") -> list[UserUttered]:
+    conversation = await runtime.store.conversation("test", sender)
+    return [item.event for item in await runtime.store.events(conversation.id) if isinstance(item.event, UserUttered)]
+
+
+async def test_question_gets_answer(runtime):
+    replies = await runtime.assistant.handle(message("j'ai oublié mon mot de passe"))
+    responses = [reply.response for reply in replies]
+    assert responses[0] == "utter_password_forgotten"
+    assert responses[-1] == "utter_ask_helped"
+
+
+async def test_concurrent_messages_handled_in_order(runtime):
+    texts = [f"message numéro {index}" for index in range(50)]
+    await asyncio.gather(*(runtime.assistant.handle(message(text, message_id=f"m{index}")) for index, text in enumerate(texts)))
+    stored = [event.text for event in await user_events(runtime)]
+    assert stored == texts
+
+
+async def test_concurrent_conversations_do_not_mix(runtime):
+    await asyncio.gather(*(runtime.assistant.handle(message("bonjour", sender=f"user-{index}")) for index in range(10)))
+    counts = [len(await user_events(runtime, f"user-{index}")) for index in range(10)]
+    assert counts == [1] * 10
+
+
+async def test_same_message_id_handled_once(runtime):
+    first = await runtime.assistant.handle(message("bonjour", message_id="dup-1"))
+    second = await runtime.assistant.handle(message("bonjour", message_id="dup-1"))
+    assert len(first) > 0
+    assert second == []
+    assert len(await user_events(runtime)) == 1
+
+
+async def test_restart_mid_form_resumes_form(shipped_settings):
+    async with Runtime(shipped_settings, seed=0) as runtime:
+        runtime.outbox.register(CollectingOutput("test"))
+        await runtime.assistant.handle(message("je veux parler à un humain"))
+        tracker = await runtime.assistant.tracker((await runtime.store.conversation("test", "user-1")).id)
+        assert tracker.active_loop == "handoff_form"
+    async with Runtime(shipped_settings, seed=0) as runtime:
+        runtime.outbox.register(CollectingOutput("test"))
+        replies = await runtime.assistant.handle(message("je suis parent"))
+        tracker = await runtime.assistant.tracker((await runtime.store.conversation("test", "user-1")).id)
+    assert tracker.slots["profile"] == "parent"
+    assert tracker.active_loop == "handoff_form"
+    assert replies[-1].response == "utter_ask_school"
+
+
+async def test_empty_message_gets_polite_reply(runtime):
+    replies = await runtime.assistant.handle(message("   "))
+    assert [reply.response for reply in replies] == ["utter_empty"]
+
+
+async def test_huge_message_kept_and_answered(runtime):
+    text = "a" * 100_000
+    replies = await runtime.assistant.handle(message(text))
+    stored = await user_events(runtime)
+    assert [reply.response for reply in replies] == ["utter_too_long"]
+    assert len(stored[0].text) == 100_000
+
+
+async def test_control_characters_removed(runtime):
+    replies = await runtime.assistant.handle(message("mot\x00 de\x07 passe\x1b oublié"))
+    stored = await user_events(runtime)
+    assert "\x00" not in stored[0].text
+    assert "\x1b" not in stored[0].text
+    assert replies[0].response == "utter_password_forgotten"
+
+
+async def test_invalid_utf8_from_connector(runtime):
+    # A connector decoding bytes with surrogateescape hands over lone surrogates.
+    text = b"mot de passe oubli\xe9".decode("utf-8", "surrogateescape")
+    replies = await runtime.assistant.handle(message(text))
+    stored = await user_events(runtime)
+    assert stored[0].text.encode("utf-8")
+    assert len(replies) > 0
+
+
+async def test_identity_fills_profile_and_school(runtime):
+    identity = Identity(profile="enseignant", school="0751234A", name="Camille", subject="u-1")
+    await runtime.assistant.handle(message("je veux parler à un conseiller", identity=identity))
+    tracker = await runtime.assistant.tracker((await runtime.store.conversation("test", "user-1")).id)
+    assert tracker.slots["profile"] == "enseignant"
+    assert tracker.slots["school"] == "0751234A"
+    assert tracker.requested_slot == "description"
+
+
+async def test_handoff_creates_request(runtime):
+    for text in ["je veux parler à un humain", "je suis parent", "0751234A", "je ne reçois plus les mails de l'ENT"]:
+        replies = await runtime.assistant.handle(message(text))
+    async with runtime.store.session() as session:
+        request = await session.scalar(select(Request))
+    assert request.profile == "parent"
+    assert request.school == "0751234A"
+    assert request.summary == "je ne reçois plus les mails de l'ENT"
+    assert request.reference in replies[0].text
+
+
+async def test_handoff_relays_instead_of_answering(runtime):
+    for text in ["je veux parler à un humain", "je suis parent", "0751234A", "problème de connexion"]:
+        await runtime.assistant.handle(message(text))
+    replies = await runtime.assistant.handle(message("bonjour ?"))
+    back = await runtime.assistant.handle(message("retour au robot"))
+    after = await runtime.assistant.handle(message("bonjour"))
+    assert replies == []
+    assert back[0].response == "utter_back_to_bot"
+    assert after[0].response == "utter_greet"
+
+
+async def test_session_expiry_starts_new_session(runtime):
+    from datetime import timedelta
+
+    await runtime.assistant.handle(message("bonjour"))
+    conversation = await runtime.store.conversation("test", "user-1")
+    # Age the stored events so the next message arrives after the session expired.
+    from sqlalchemy import update
+
+    from bot.storage.tables import EventRow
+
+    async with runtime.store.session() as session:
+        async with session.begin():
+            rows = (await session.scalars(select(EventRow).where(EventRow.conversation_id == conversation.id))).all()
+            for row in rows:
+                await session.execute(update(EventRow).where(EventRow.id == row.id).values(timestamp=row.timestamp - timedelta(hours=5)))
+    await runtime.assistant.handle(message("bonjour"))
+    types = [item.event.kind for item in await runtime.store.events(conversation.id)]
+    assert types.count("session_started") == 2
+
+
+async def test_scripted_shell_follows_stories(tmp_path, shipped_models):
+    lines = [
+        "bonjour",
+        "j'ai oublié mon mot de passe",
+        "non ça ne marche toujours pas",
+        "oui",
+        "je suis parent",
+        "0751234A",
+        "le lien de réinitialisation ne marche pas",
+    ]
+    database = tmp_path / "shell.db"
+    config = tmp_path / "config.yml"
+    text = (ROOT / "config.yml").read_text(encoding="utf-8")
+    config.write_text(text.replace("models: models", f"models: {shipped_models}").replace("nlu: nlu", f"nlu: {ROOT / 'nlu'}")
+                      .replace("stories: stories", f"stories: {ROOT / 'stories'}").replace("domain: domain.yml", f"domain: {ROOT / 'domain.yml'}"), encoding="utf-8")
+    environment = {**os.environ, "ENTRAIDE_DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "shell", "--config", str(config)],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Bonjour" in result.stdout
+    assert "Mot de passe oublié" in result.stdout
+    assert "transmettre votre question" in result.stdout
+    assert "Votre numéro de demande est ENT-" in result.stdout
+    import sqlite3
+
+    with sqlite3.connect(database) as connection:
+        count = connection.execute("SELECT count(*) FROM requests").fetchone()[0]
+    assert count == 1
