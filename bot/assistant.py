@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The store keeps at most this many characters of one message; longer input is cut, and the user told.
+# The store keeps at most this many characters of one message; longer input is cut.
 STORED_TEXT_LIMIT = 100_000
 _LEAVE_HANDOFF = re.compile(r"^\s*(/annuler|/cancel|/restart|retour (au|a) (robot|l'?assistant))\s*[.!]*\s*$", re.IGNORECASE)
 # The intent recorded for messages that go to the experts instead of the NLU.
@@ -70,7 +70,7 @@ class Assistant:
     async def handle(
         self, message: IncomingMessage, output: OutputChannel | None = None, echo_user: bool = False
     ) -> list[OutgoingMessage]:
-        """Handle one user message; return what the assistant said (also sent through ``output`` or the Outbox).
+        """Handle one user message; return the assistant's replies, also sent through ``output`` or the Outbox.
 
         With ``echo_user``, the user's own message comes first, with its sequence number and its
         ``message_id`` in the metadata, for channels that show the transcript (the web widget).

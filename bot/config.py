@@ -23,6 +23,8 @@ DATABASE_URL_VARIABLE = "ENTRAIDE_DATABASE_URL"
 
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 _UAI = re.compile(r"^\d{7}[A-Za-z]$")
+# Telegram accepts only these characters in a webhook secret token.
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 Expertise = Literal["fonctionnel", "pedagogique", "technique", "triage"]
 Profile = Literal["directeur", "enseignant", "parent", "eleve", "autre"]
@@ -83,11 +85,16 @@ class TelegramSettings(_Section):
     enabled: bool = False
     token: str | None = None
     mode: Literal["polling", "webhook"] = "polling"
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
+    webhook_url: str | None = Field(None, description="public URL that reaches POST /webhooks/telegram")
+    webhook_secret: str | None = Field(None, description="X-Telegram-Bot-Api-Secret-Token, 1-256 of A-Z a-z 0-9 _ -")
     base_url: str | None = None
     base_file_url: str | None = None
     groups: Literal["ignore", "mention"] = "mention"
+    poll_timeout: int = Field(30, ge=0, le=300, description="seconds a getUpdates long poll waits")
+    max_retries: int = Field(3, ge=0, le=10, description="retries of one request after a 429 or a network error")
+    max_retry_after: float = Field(60.0, ge=0.0, description="longest 429 wait, in seconds, before a send gives up")
+    # The Bot API lets bots download files of at most 20 MB through getFile.
+    max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest file relayed to a desk, in bytes")
 
     @model_validator(mode="after")
     def _check_token(self) -> TelegramSettings:
@@ -95,6 +102,10 @@ class TelegramSettings(_Section):
             raise ValueError("token is required when the Telegram channel is enabled (set TELEGRAM_TOKEN)")
         if self.enabled and self.mode == "webhook" and not self.webhook_url:
             raise ValueError("webhook_url is required in webhook mode")
+        if self.enabled and self.mode == "webhook" and not self.webhook_secret:
+            raise ValueError("webhook_secret is required in webhook mode, so that only Telegram can post updates")
+        if self.webhook_secret and not _WEBHOOK_SECRET.fullmatch(self.webhook_secret):
+            raise ValueError("webhook_secret must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
         return self
 
 

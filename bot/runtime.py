@@ -9,7 +9,6 @@ from typing import Callable
 from bot.assistant import Assistant
 from bot.config import Settings
 from bot.data.project import Project, load_project
-from bot.errors import ModelError
 from bot.handoff.recording import RecordingDesk
 from bot.handoff.requests import RequestBook
 from bot.nlu.files import latest_model, load_model, train_project
@@ -49,10 +48,7 @@ class Runtime:
         if self.train:
             self.model = load_or_train(self.settings, self.project, self.progress)
         else:
-            try:
-                self.model = load_model(self.settings, latest_model(self.settings))
-            except ModelError:
-                raise
+            self.model = load_model(self.settings, latest_model(self.settings))
         self.store = Store(self.settings.storage.url)
         await self.store.start()
         self._stack.push_async_callback(self.store.stop)

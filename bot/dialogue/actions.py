@@ -28,7 +28,7 @@ NOT_SUGGESTED = {FALLBACK_INTENT, "affirm", "deny", "greet", "goodbye", "thank",
 
 @dataclass
 class ActionContext:
-    """What an action may read and use while it runs."""
+    """The tracker, responses, settings and services available to an action while it runs."""
 
     tracker: Tracker
     renderer: ResponseRenderer
@@ -174,7 +174,7 @@ class FormAction:
         requested = tracker.requested_slot
         answered_now = tracker.actions_this_turn() == [self.name]
         if tracker.active_loop == self.name and requested and answered_now and tracker.slots.get(requested) is None:
-            # The answer did not fill the slot: say so before asking again.
+            # The user's message did not fill the slot, so report that before asking again.
             notice = f"utter_invalid_{requested}" if context.renderer.has(f"utter_invalid_{requested}") else "utter_form_invalid"
             uttered = context.utter(notice)
             if uttered:

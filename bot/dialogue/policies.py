@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from bot.data.domain import Domain
 from bot.data.stories import ActionStep, Story, expand
+from bot.dialogue.events import SlotSet, UserUttered
 from bot.dialogue.states import LISTEN, Pair, State, StateBuilder, items_from_steps, window_matches
 from bot.dialogue.tracker import Tracker
 from bot.nlu.model import FALLBACK_INTENT
@@ -39,7 +40,7 @@ class _Rule:
         return len(self.window), sum(len(state) for state in self.window)
 
 
-# Rules every project has, unless its own rules say otherwise.
+# Rules every project has; a project's own longer rules take precedence.
 _DEFAULT_RULES = [
     (({"prev:action_listen", "intent:restart"},), "action_restart"),
     (({"prev:action_restart"},), LISTEN),
@@ -168,15 +169,13 @@ class PolicyEnsemble:
         return Prediction(loop, "FormPolicy")
 
     def _answers_elsewhere(self, conversation: list[State]) -> bool:
-        """Tell whether a rule or story answers the message while the form is paused."""
+        """Tell whether a rule or story predicts an action for the message while the form is paused."""
         without_loop = [frozenset(f for f in state if not f.startswith("loop:")) for state in conversation]
         prediction = self.rules.predict(without_loop) or self.memo.predict(without_loop)
         return prediction is not None and prediction.action != LISTEN
 
 
 def _filled_this_turn(tracker: Tracker, slot: str) -> bool:
-    from bot.dialogue.events import SlotSet, UserUttered
-
     for event in reversed(tracker.session_events()):
         if isinstance(event, UserUttered):
             return False

@@ -27,6 +27,17 @@ DEFAULT_TEXTS = {
     "utter_back_to_bot": "D'accord, je reprends la conversation. Posez-moi votre question.",
     "utter_ask_satisfaction": "Votre demande est résolue. Sur une échelle de 1 à 5, êtes-vous satisfait de l'aide reçue ?",
     "utter_satisfaction_thanks": "Merci pour votre réponse ! Je reste à votre disposition.",
+    "utter_handoff_claimed": "Votre demande {reference} est prise en charge par {desk_label}.",
+    "utter_handoff_transferred": "Votre demande {reference} est confiée à {desk_label}, qui vous répondra ici.",
+    "utter_handoff_escalated": (
+        "Votre demande {reference} est transmise à {desk_label} pour un examen plus approfondi. "
+        "La réponse arrivera ici."
+    ),
+    "utter_handoff_unreachable": (
+        "Le service d'assistance ne peut pas être joint pour le moment. Votre demande {reference} est bien "
+        "enregistrée : elle lui sera transmise dès que possible."
+    ),
+    "utter_handoff_posted": "Votre demande {reference} est maintenant transmise à {desk_label}.",
     "utter_too_long": "Votre message est trop long. Pouvez-vous le raccourcir ?",
     "utter_empty": "Votre message est vide. Écrivez votre question et je vous réponds.",
     "utter_unreadable": "Je n'ai pas pu lire ce message. Pouvez-vous l'écrire à nouveau ?",
@@ -76,7 +87,11 @@ class ResponseRenderer:
 
 
 def _specificity(variation: ResponseVariation) -> int:
-    return (2 if variation.channel else 0) + (1 if variation.conditions else 0) * len(variation.conditions)
+    """Rank a variation: a channel match counts 2, each slot condition 1."""
+    score = len(variation.conditions)
+    if variation.channel:
+        score += 2
+    return score
 
 
 def _same(actual: Any, expected: Any) -> bool:

@@ -75,7 +75,12 @@ def extract_slots(
         candidates = [value for mapping in slot.mappings if (value := _apply(mapping, slot, tracker, message, max_text_length)) is not _NO_VALUE]
         if not candidates:
             continue
-        value = candidates[0] if slot.type != "list" else [item for value in candidates for item in (value if isinstance(value, list) else [value])]
+        if slot.type == "list":
+            value = []
+            for candidate in candidates:
+                value.extend(candidate if isinstance(candidate, list) else [candidate])
+        else:
+            value = candidates[0]
         valid, value = coerce(slot, value)
         if valid and value is not None and slot.name in validators:
             value = validators[slot.name](value)

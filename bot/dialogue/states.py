@@ -54,9 +54,6 @@ def items_from_steps(steps: Iterable[Step]) -> list[Item]:
     for step in steps:
         if isinstance(step, UserStep):
             items.append(UserItem(step.intent, tuple(sorted({name for name, _ in step.entities}))))
-            for name, value in step.entities:
-                if value is not ...:
-                    pass
         elif isinstance(step, ActionStep):
             if step.name != LISTEN:
                 items.append(ActionItem(step.name))
@@ -98,6 +95,7 @@ class StateBuilder:
         self.slots: dict[str, Any] = {}
         self.loop: str | None | type(...) = ... if partial else None
         self.prev: str | None = None
+        self._user: UserItem | None = None
         for item in initial:
             self._apply_context(item)
 
@@ -116,8 +114,6 @@ class StateBuilder:
         elif self.loop is not ...:
             features.add(f"loop:{self.loop}")
         return frozenset(features)
-
-    _user: UserItem | None = None
 
     def feed(self, items: Iterable[Item], first_action_is_context: bool = False) -> None:
         for index, item in enumerate(items):

@@ -216,6 +216,15 @@ class RequestBook:
             request = await session.get(Request, relayed.request_id)
             return (request, relayed) if request else None
 
+    async def relayed_events(self, request: Request) -> Sequence[RelayedEvent]:
+        """Return the Matrix events remembered for the request, oldest first."""
+        async with self.store.session() as session:
+            return (
+                await session.scalars(
+                    select(RelayedEvent).where(RelayedEvent.request_id == request.id).order_by(RelayedEvent.created_at)
+                )
+            ).all()
+
     async def unposted(self) -> Sequence[Request]:
         """Return open requests whose card could not be posted yet (Matrix was unreachable)."""
         async with self.store.session() as session:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,7 +285,7 @@ class NluModel:
                 arrays = {name: archive[name] for name in archive.files}
         except FileNotFoundError:
             raise ModelError(f"{path}: model file not found; run 'entraide train'") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise ModelError(f"{path}: cannot read model file ({exc}); run 'entraide train --force'") from None
         try:
             meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
