@@ -13,7 +13,7 @@ from bot.data.project import Project
 from bot.dialogue.engine import DialogueEngine
 from bot.dialogue.events import BotUttered, Event, ExpertUttered, HandoffEnded, HandoffStarted, SlotSet, UserUttered
 from bot.dialogue.tracker import Tracker
-from bot.locks import ConversationLocks
+from bot.coordination import LocalCoordinator
 from bot.messages import ConversationKey, IncomingMessage, OutgoingMessage, Role
 from bot.nlu.model import NluModel
 from bot.nlu.normalize import clean
@@ -54,6 +54,7 @@ class Assistant:
         outbox: Outbox | None = None,
         desk: HandoffDesk | None = None,
         seed: int | None = None,
+        coordinator=None,
     ) -> None:
         self.settings = settings
         self.project = project
@@ -62,7 +63,7 @@ class Assistant:
         self.outbox = outbox or Outbox()
         self.desk = desk
         self.engine = DialogueEngine(project.domain, project.stories, settings, seed=seed)
-        self.locks = ConversationLocks()
+        self.coordinator = coordinator or (self.outbox.coordinator if self.outbox.coordinator is not None else LocalCoordinator())
         self.max_length = settings.channels.web.max_message_length
 
     # ----- entry points -----
@@ -78,7 +79,7 @@ class Assistant:
         """
         key = ConversationKey(message.channel, message.sender_id)
         lock_key = f"{key.channel}\x00{key.sender_id}"
-        async with self.locks.hold(lock_key):
+        async with self.coordinator.hold(lock_key):
             if message.message_id is not None and not await self.store.mark_processed(message.channel, message.message_id):
                 logger.info("duplicate message channel=%s message=%s ignored", message.channel, message.message_id)
                 return []
@@ -115,7 +116,7 @@ class Assistant:
         if conversation is None:
             raise LookupError(f"conversation {conversation_id} not found")
         key = ConversationKey(conversation.channel, conversation.sender_id)
-        async with self.locks.hold(f"{key.channel}\x00{key.sender_id}"):
+        async with self.coordinator.hold(f"{key.channel}\x00{key.sender_id}"):
             (seq,) = await self.store.append_events(conversation_id, [event])
             await self._after_turn(conversation, [event])
         if not isinstance(event, (BotUttered, ExpertUttered)):

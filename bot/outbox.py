@@ -32,11 +32,16 @@ class CollectingOutput:
 
 
 class Outbox:
-    """Route messages to registered channels by the conversation's channel name."""
+    """Route messages to registered channels by the conversation's channel name.
 
-    def __init__(self) -> None:
+    A channel with ``fan_out = True`` holds connections in one worker only (widget WebSockets): its
+    messages go through the coordinator, which hands them to every worker's ``deliver_local``.
+    """
+
+    def __init__(self, coordinator=None) -> None:
         self._channels: dict[str, OutputChannel] = {}
         self.blocked_callback = None
+        self.coordinator = coordinator
 
     def register(self, channel: OutputChannel) -> None:
         if not isinstance(channel, OutputChannel):
@@ -57,6 +62,10 @@ class Outbox:
         if channel is None:
             logger.warning("no connector for channel %s; conversation %s keeps the message in the store", key.channel, conversation_id)
             return False
+        if getattr(channel, "fan_out", False) and self.coordinator is not None:
+            await self.coordinator.fan_out(key.channel, key.sender_id, message)
+            logger.info("outbound message channel=%s conversation=%s seq=%s", key.channel, conversation_id, message.seq)
+            return True
         try:
             await channel.send(key.sender_id, message)
         except RecipientBlocked:
@@ -69,3 +78,9 @@ class Outbox:
             return False
         logger.info("outbound message channel=%s conversation=%s seq=%s", key.channel, conversation_id, message.seq)
         return True
+
+    async def deliver_local(self, channel_name: str, recipient_id: str, message: OutgoingMessage) -> None:
+        """Send through this worker's own connector (the coordinator calls this for fan-out)."""
+        channel = self._channels.get(channel_name)
+        if channel is not None:
+            await channel.send(recipient_id, message)
