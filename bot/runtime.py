@@ -8,6 +8,7 @@ from typing import Callable
 
 from bot.assistant import Assistant
 from bot.config import Settings
+from bot.coordination import make_coordinator
 from bot.data.project import Project, load_project
 from bot.handoff.recording import RecordingDesk
 from bot.handoff.requests import RequestBook
@@ -39,9 +40,12 @@ class Runtime:
         self.project: Project | None = None
         self.model: NluModel | None = None
         self.store: Store | None = None
-        self.outbox = Outbox()
+        self.coordinator = make_coordinator(settings.storage.redis_url)
+        self.outbox = Outbox(self.coordinator)
         self.book: RequestBook | None = None
         self.assistant: Assistant | None = None
+        # The Matrix connector when channels.matrix is enabled; the server starts and stops it.
+        self.matrix = None
 
     async def __aenter__(self) -> Runtime:
         self.project = load_project(self.settings)
@@ -52,10 +56,34 @@ class Runtime:
         self.store = Store(self.settings.storage.url)
         await self.store.start()
         self._stack.push_async_callback(self.store.stop)
+        await self.coordinator.start(self.outbox.deliver_local)
+        self._stack.push_async_callback(self.coordinator.stop)
         self.book = RequestBook(self.store, self.settings.handoff.reference_prefix)
-        desk = RecordingDesk(self.book, self.settings)
-        self.assistant = Assistant(self.settings, self.project, self.model, self.store, self.outbox, desk, seed=self.seed)
+        desk = self._build_desk()
+        self.assistant = Assistant(
+            self.settings, self.project, self.model, self.store, self.outbox, desk, seed=self.seed, coordinator=self.coordinator
+        )
+        if self.matrix is not None:
+            self.matrix.attach(self.assistant)
+        if hasattr(desk, "attach"):
+            desk.attach(self.assistant, self.assistant.engine.renderer)
         return self
+
+    def _build_desk(self):
+        """Return an ExpertDesk over Matrix when Matrix and desks are configured, else a RecordingDesk."""
+        matrix = self.settings.channels.matrix
+        if not matrix.enabled:
+            return RecordingDesk(self.book, self.settings)
+        # Imported here, so that matrix-nio loads only in deployments that use Matrix.
+        from bot.handoff.expert_desk import ExpertDesk
+        from connectors.matrix import MatrixConnector
+
+        self.matrix = MatrixConnector(matrix, self.store)
+        if not self.settings.handoff.desks:
+            return RecordingDesk(self.book, self.settings)
+        desk = ExpertDesk(self.book, self.settings, self.matrix, self.store, matrix.command_power_level)
+        self.matrix.desk = desk
+        return desk
 
     async def __aexit__(self, *exc_info) -> None:
         await self._stack.aclose()

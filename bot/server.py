@@ -19,7 +19,7 @@ access_logger = logging.getLogger("bot.server.access")
 
 RUNTIME = web.AppKey("runtime", Runtime)
 CONNECTORS = web.AppKey("connectors", list)
-STARTED = web.AppKey("started", dict)
+MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; "
@@ -42,6 +42,9 @@ def build_connectors(settings: Settings, runtime: Runtime) -> list:
         from connectors.telegram import TelegramConnector
 
         found.append(TelegramConnector(settings.channels.telegram, assistant, runtime.store))
+    if runtime.matrix is not None:
+        # Built by the runtime, because the expert desk posts through it.
+        found.append(runtime.matrix)
     return found
 
 
@@ -73,6 +76,10 @@ def cors_middleware(allowed: list[str]):
     return cors
 
 
+# Webhooks that a platform calls from a few addresses, already authenticated by a secret header.
+RATE_LIMIT_EXEMPT = ("/webhooks/telegram",)
+
+
 def rate_limit_middleware(per_minute: int):
     from connectors.web.limits import RateLimiter
 
@@ -80,7 +87,8 @@ def rate_limit_middleware(per_minute: int):
 
     @web.middleware
     async def limit(request: web.Request, handler):
-        if request.method == "POST" and not limiter.allow(request.remote or "unknown"):
+        limited = request.method == "POST" and not request.path.startswith(RATE_LIMIT_EXEMPT)
+        if limited and not limiter.allow(request.remote or "unknown"):
             logger.warning("HTTP rate limit reached for %s on %s", request.remote, request.path)
             raise web.HTTPTooManyRequests(
                 text='{"error": "rate_limited", "message": "too many requests; retry in a minute"}',
@@ -159,7 +167,7 @@ def build_app(runtime: Runtime, connectors: list | None = None) -> web.Applicati
             rate_limit_middleware(settings.server.requests_per_minute),
         ],
     )
-    app["max_body_bytes"] = settings.server.max_body_bytes
+    app[MAX_BODY_BYTES] = settings.server.max_body_bytes
     app[RUNTIME] = runtime
     app[CONNECTORS] = connectors if connectors is not None else build_connectors(settings, runtime)
     app.router.add_get("/healthz", healthz)

@@ -58,6 +58,8 @@ class RestConnector(Connector):
             raise json_error(400, "invalid_field", f"'sender' is longer than {MAX_SENDER_LENGTH} characters")
         if not isinstance(text, str):
             raise json_error(400, "missing_field", "'message' must be a string")
+        if len(text) > self.max_length:
+            raise json_error(400, "too_long", f"'message' is longer than {self.max_length} characters")
         message_id = body.get("message_id")
         if message_id is not None and not isinstance(message_id, str):
             raise json_error(400, "invalid_field", "'message_id' must be a string")
@@ -70,12 +72,14 @@ class RestConnector(Connector):
 
 async def read_json(request: web.Request) -> dict[str, Any]:
     """Read a JSON object body; raise a 4xx JSON error that says what is wrong."""
+    from bot.server import MAX_BODY_BYTES
+
     if request.content_type != "application/json":
         raise json_error(415, "unsupported_media_type", "send the body as application/json")
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise json_error(413, "too_large", f"the body is over {request.app['max_body_bytes']} bytes") from None
+        raise json_error(413, "too_large", f"the body is over {request.app[MAX_BODY_BYTES]} bytes") from None
     try:
         body = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

@@ -65,6 +65,8 @@ class WebConnector(Connector):
     """Serve the widget and relay its messages; many tabs may share one session."""
 
     name = CHANNEL
+    # Sockets live in one worker: with several workers, messages reach every worker (see Outbox).
+    fan_out = True
 
     def __init__(self, settings: WebSettings, assistant: Assistant, public_origin: str | None = None) -> None:
         self.settings = settings
@@ -89,6 +91,7 @@ class WebConnector(Connector):
         for socket in sockets:
             await socket.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
         self._sockets.clear()
+        self._identities.clear()
         logger.info("web connector stopped")
 
     def setup_routes(self, app: web.Application) -> None:
