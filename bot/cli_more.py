@@ -117,7 +117,17 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     upgrade.set_defaults(handler=cmd_db)
 
     from bot.cli_requests import add_requests_command
-    from bot.server import add_run_command
 
     add_requests_command(commands, common)
-    add_run_command(commands, common)
+
+    run = commands.add_parser("run", parents=[common], help="serve the widget, the HTTP API and the enabled channels")
+    run.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
+    run.add_argument("--port", type=int, help="TCP port to listen on (default: server.port, 5005)")
+    run.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    # aiohttp and the model stack load only for the commands that need them.
+    from bot.server import cmd_run as run_server
+
+    return run_server(args)

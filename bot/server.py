@@ -229,11 +229,3 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.INFO)
     asyncio.run(serve(settings, host, port))
     return 0
-
-
-def add_run_command(commands, common: argparse.ArgumentParser) -> None:
-    """Register ``entraide run``."""
-    run = commands.add_parser("run", parents=[common], help="serve the widget, the HTTP API and the enabled channels")
-    run.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
-    run.add_argument("--port", type=int, help="TCP port to listen on (default: server.port, 5005)")
-    run.set_defaults(handler=cmd_run)

@@ -160,11 +160,11 @@ def load_nlu_file(path: Path, document: Any, data: TrainingData, findings: Findi
         if kind == "intent":
             _add_intent(path, name, items, data)
         elif kind == "synonym":
-            for text, line in items:
+            for text, line, _ in items:
                 data.synonyms[text.lower()] = name
                 data.locations.setdefault(f"synonym:{name}", Location(path, line))
         elif kind == "regex":
-            for text, line in items:
+            for text, line, _ in items:
                 try:
                     re.compile(text)
                 except re.error as exc:
@@ -172,7 +172,7 @@ def load_nlu_file(path: Path, document: Any, data: TrainingData, findings: Findi
                 data.regexes.setdefault(name, []).append(text)
             data.locations.setdefault(f"regex:{name}", location)
         else:
-            data.lookups.setdefault(name, []).extend(text for text, _ in items)
+            data.lookups.setdefault(name, []).extend(text for text, _, _ in items)
             data.locations.setdefault(f"lookup:{name}", location)
 
 
@@ -189,11 +189,11 @@ def load_spelling(path: Path, document: Any, data: TrainingData) -> None:
         data.spellings[written.strip().lower()] = standard.strip().lower()
 
 
-def _examples(path: Path, block: Any, what: str) -> list[tuple[str, int]]:
-    """Return (text, line) pairs from a block's ``examples``, in the short or the long form."""
+def _examples(path: Path, block: Any, what: str) -> list[tuple[str, int, dict | None]]:
+    """Return (text, line, metadata) triples from a block's ``examples``, in the short or the long form."""
     examples = block["examples"]
     start = line_of(block, "examples")
-    found: list[tuple[str, int]] = []
+    found: list[tuple[str, int, dict | None]] = []
     if isinstance(examples, str):
         # A literal block starts on the line after "examples: |".
         for offset, raw in enumerate(examples.splitlines()):
@@ -208,7 +208,7 @@ def _examples(path: Path, block: Any, what: str) -> list[tuple[str, int]]:
             text = stripped[2:].strip()
             if not text:
                 raise TrainingDataError(f"{Location(path, line)}: {what}: empty example")
-            found.append((text, line))
+            found.append((text, line, None))
     elif isinstance(examples, list):
         for index, item in enumerate(examples):
             line = line_of(examples, index)
@@ -216,7 +216,8 @@ def _examples(path: Path, block: Any, what: str) -> list[tuple[str, int]]:
                 extra = set(item) - {"text", "metadata"}
                 if extra:
                     raise TrainingDataError(f"{Location(path, line)}: {what}: unknown key(s) {sorted(extra)} in example")
-                found.append((item["text"].strip(), line))
+                metadata = plain(item.get("metadata"))
+                found.append((item["text"].strip(), line, metadata if isinstance(metadata, dict) else None))
             else:
                 raise TrainingDataError(f"{Location(path, line)}: {what}: expected '- text: ...' items")
     else:
@@ -224,9 +225,9 @@ def _examples(path: Path, block: Any, what: str) -> list[tuple[str, int]]:
     return found
 
 
-def _add_intent(path: Path, name: str, items: list[tuple[str, int]], data: TrainingData) -> None:
+def _add_intent(path: Path, name: str, items: list[tuple[str, int, dict | None]], data: TrainingData) -> None:
     intent, _, response_key = name.partition("/")
-    for text, line in items:
+    for text, line, metadata in items:
         try:
             plain_text, spans = parse_annotated(text)
         except ValueError as exc:
@@ -243,12 +244,13 @@ def _add_intent(path: Path, name: str, items: list[tuple[str, int]], data: Train
                 location=Location(path, line),
                 entities=spans,
                 response_key=response_key or None,
+                metadata=metadata,
             )
         )
     data.locations.setdefault(f"intent:{name}", Location(path, line_of_first(items)))
 
 
-def line_of_first(items: list[tuple[str, int]]) -> int:
+def line_of_first(items: list[tuple[str, int, dict | None]]) -> int:
     return items[0][1] if items else 0
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from rapidfuzz import fuzz
 
-from bot.nlu.normalize import clean, fold
+from bot.nlu.normalize import fold, same_length_clean
 
 _WORD = re.compile(r"\w+")
 # Short values are matched exactly: a typo-tolerant "cpe" would match far too many words.
@@ -77,7 +77,8 @@ class EntityExtractor:
         self._max_words = max((len(tokens) for entries in self._lookups.values() for tokens, _ in entries), default=1)
 
     def extract(self, text: str) -> list[Entity]:
-        text = clean(text)
+        # Offsets must point into the caller's text, so only length-preserving cleaning applies here.
+        text = same_length_clean(text)
         found = _without_overlaps(self._from_regexes(text) + self._from_lookups(text))
         if self._self_entities:
             found = [self._with_role(text, entity) for entity in found]

@@ -28,7 +28,8 @@ from bot.errors import ModelError
 from bot.nlu.entities import EntityExtractor
 from bot.nlu.normalize import Normalizer, clean
 
-FORMAT_VERSION = 2
+# Bumped whenever features or weights change meaning, so older model files are retrained.
+FORMAT_VERSION = 3
 FALLBACK_INTENT = "nlu_fallback"
 RANKING_LENGTH = 10
 _PAYLOAD = re.compile(r"^/(?P<intent>[\w-]+(?:/[\w-]+)?)(?P<entities>\{.*\})?\s*$", re.DOTALL)

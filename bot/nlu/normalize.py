@@ -1,9 +1,9 @@
 """French text normalisation for the NLU features.
 
 The folded view that the classifier sees is lower-case, accent-free, with apostrophes and elisions
-expanded (``j'ai``, ``jai`` and ``j ai`` all become ``je ai``), letters repeated three times or more
-collapsed (``nooon`` -> ``non``), and SMS spellings replaced through the maintainers' ``spelling:``
-table (``mdp`` -> ``mot de passe``).
+expanded (``j'ai`` and ``j ai`` become ``je ai``), letters repeated three times or more collapsed
+(``nooon`` -> ``non``), and SMS spellings replaced through the maintainers' ``spelling:`` table
+(``mdp`` -> ``mot de passe``). Merged forms such as ``jai`` become ``je ai`` only through that table.
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ def clean(text: str) -> str:
     """Apply NFKC, unify apostrophes and drop control characters; the result is shown to no one."""
     text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
     return _CONTROL.sub(" ", text)
+
+
+def same_length_clean(text: str) -> str:
+    """Unify apostrophes and blank out control characters, one character for one."""
+    return _CONTROL.sub(" ", text.translate(_APOSTROPHES))
 
 
 class Normalizer:
