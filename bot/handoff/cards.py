@@ -33,7 +33,7 @@ STATUSES = {"new": "nouvelle", "claimed": "prise en charge", "resolved": "résol
 
 COMMANDS_LINE = "!prendre · !clore [message] · !transferer <guichet> · !escalader [raison] · !note <texte> · !info · !aide"
 HELP_LINES = (
-    "Commandes du guichet (dans le fil d'une demande, ou suivies de sa référence) :",
+    "Commandes du guichet (dans le fil d'une demande, en réponse à un de ses messages, ou suivies de sa référence) :",
     "!prendre (!claim) : prendre la demande en charge",
     "!clore [message] (!close) : résoudre la demande, avec un dernier message facultatif pour l'usager, "
     "qui reçoit ensuite la question de satisfaction",
@@ -42,7 +42,7 @@ HELP_LINES = (
     "!note <texte> : ajouter une note interne, jamais transmise à l'usager",
     "!info : afficher l'état de la demande",
     "!aide (!help) : afficher cette aide",
-    "Tout autre message écrit dans le fil est transmis à l'usager.",
+    "Tout autre message écrit dans le fil d'une demande, ou en réponse à un de ses messages, est transmis à l'usager.",
 )
 
 
@@ -54,7 +54,7 @@ class TranscriptLine:
 
 
 def inert(text: str) -> str:
-    """Break every word-initial "@" so that the text mentions nobody when posted."""
+    """Break every word-initial "@" so that the posted text triggers no mention."""
     return _MENTION.sub("@" + ZERO_WIDTH_JOINER, text)
 
 
@@ -149,7 +149,7 @@ def local_time(value: datetime | None, with_date: bool = False) -> str:
 
 @dataclass(frozen=True)
 class CardFacts:
-    """What a request card shows, gathered by the desk."""
+    """The facts that a request card shows, gathered by the desk."""
 
     reference: str
     desk: DeskSettings
@@ -180,7 +180,7 @@ def card(facts: CardFacts) -> RoomText:
     if facts.available_now:
         builder.field("Disponibilité", "dans les horaires d'ouverture du guichet")
     else:
-        builder.field("Disponibilité", "hors des horaires d'ouverture : l'usager a reçu le message de fermeture")
+        builder.field("Disponibilité", "hors des horaires d'ouverture (l'usager a reçu le message de fermeture)")
     if facts.reason:
         builder.field("Motif", facts.reason)
     builder.field("Demande", facts.summary or "non précisée")

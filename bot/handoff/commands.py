@@ -78,7 +78,7 @@ class CommandRunner:
     async def run(self, room_desk: DeskSettings, message: ExpertMessage, command: Command, request: Request | None) -> None:
         desk = self.desk
         if not await desk.transport.may_command(message.room_id, message.sender):
-            logger.info("command from %s in room %s refused: power level below %d", message.sender, message.room_id, desk.command_power_level)
+            logger.info("command from %s in room %s rejected: power level below %d", message.sender, message.room_id, desk.command_power_level)
             await desk.reply(
                 message,
                 cards.notice(
@@ -122,6 +122,8 @@ class CommandRunner:
                 request,
             )
             return
+        # In reply mode, an expert may reply to the command message itself.
+        await desk.book.remember_event(message.event_id, request, message.room_id, "command")
         handler = {"claim": self.claim, "close": self.close, "transfer": self.transfer, "escalate": self.escalate, "note": self.note}
         await handler[command.name](room_desk, message, command, request)
 
@@ -138,8 +140,10 @@ class CommandRunner:
         first_claim = request.status == Status.NEW.value
         note = None if first_claim else f"reprise (suivie auparavant par {request.assignee})"
         # The first claim time stays: a later claim is recorded as a transition only.
-        kept = {"claimed_at": request.claimed_at} if request.claimed_at else {}
-        request = await desk.book.transition(request, Status.CLAIMED, actor=message.sender, note=note, assignee=message.sender, **kept)
+        preserved = {"claimed_at": request.claimed_at} if request.claimed_at else {}
+        request = await desk.book.transition(
+            request, Status.CLAIMED, actor=message.sender, note=note, assignee=message.sender, **preserved
+        )
         name = await desk.transport.display_name(message.room_id, message.sender)
         await desk.reply(message, cards.notice(f"Demande {request.reference} prise en charge par {name}."), request)
         if first_claim:
@@ -160,7 +164,6 @@ class CommandRunner:
         request = await desk.book.transition(
             request, Status.RESOLVED, actor=message.sender, outcome="resolved", assignee=request.assignee or message.sender
         )
-        await desk.book.remember_event(message.event_id, request, message.room_id, "command")
         await desk.deliver(request.conversation_id, HandoffEnded(request.reference, reason="resolved"))
         await desk.deliver(request.conversation_id, SlotSet("awaiting_satisfaction", True))
         await desk.deliver(request.conversation_id, desk.render("utter_ask_satisfaction", reference=request.reference))
@@ -246,9 +249,8 @@ class CommandRunner:
                 message, cards.notice(f"La demande {request.reference} est {cards.STATUSES[request.status]} : la note n'est pas enregistrée."), request
             )
             return
-        kept = {"claimed_at": request.claimed_at} if request.claimed_at else {}
-        await desk.book.transition(request, Status(request.status), actor=message.sender, note=command.argument, **kept)
-        await desk.book.remember_event(message.event_id, request, message.room_id, "command")
+        preserved = {"claimed_at": request.claimed_at} if request.claimed_at else {}
+        await desk.book.transition(request, Status(request.status), actor=message.sender, note=command.argument, **preserved)
         await desk.transport.react(message.room_id, message.event_id, "📝")
         logger.info("request %s: internal note added by %s", request.reference, message.sender)
 
@@ -282,7 +284,7 @@ class CommandRunner:
     async def _move(
         self, message: ExpertMessage, request: Request, target: DeskSettings, note: str, origin: str, reason: str | None, response: str
     ) -> None:
-        """Hand the request to another desk: new card there, a notice in the old thread, the user told."""
+        """Hand the request to another desk: a new card there, a notice in the old thread and a message to the user."""
         desk = self.desk
         old_anchor = await desk.anchor(request)
         old_room = request.room_id

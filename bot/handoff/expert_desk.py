@@ -1,10 +1,11 @@
 """A desk staffed by human experts in chat rooms (Matrix): cards, two-way relay, commands.
 
-The desk knows nothing of the chat library: it talks to a :class:`DeskTransport`. It reaches the
+The desk does not import the chat library: it calls a :class:`DeskTransport`. It reaches the
 user through the assistant's ``deliver``, which stores each event before pushing it.
 
-Never hold a lock of this module while calling ``deliver``: the assistant calls
-``relay_from_user`` while it holds the conversation's lock, and ``deliver`` takes that lock.
+The desk takes no lock of its own. The assistant calls ``relay_from_user`` and ``maybe_reopen``
+while it holds the conversation's lock, and ``deliver`` takes that lock, so a desk lock held
+around ``deliver`` could deadlock.
 """
 
 from __future__ import annotations
@@ -65,8 +66,11 @@ class ExpertDesk(HandoffDesk):
         self.commands = CommandRunner(self)
         self._desk_of_room: dict[str, DeskSettings] = {}
         self._room_of_desk: dict[str, str] = {}
-        # Set when a post failed; the transport's owner calls flush_pending once the network answers.
+        # Set when a post failed. The transport's owner calls flush_pending after its next successful sync.
         self._pending = True
+        # User messages (request id, seq) that a relay attempt left out of the thread.
+        self._waiting: set[tuple[int, int]] = set()
+        self._started_at = utcnow()
 
     def attach(self, user_side: UserSide, renderer: ResponseRenderer | None = None) -> None:
         """Give the desk the assistant that delivers expert messages, and its response renderer."""
@@ -93,6 +97,7 @@ class ExpertDesk(HandoffDesk):
         self._desk_of_room = desk_of_room
         self._room_of_desk = {desk.name: room_id for room_id, desk in desk_of_room.items()}
         self._pending = True
+        self._started_at = utcnow()
         logger.info("expert desk ready with %d desk rooms", len(desk_of_room))
 
     def desk_of_room(self, room_id: str) -> DeskSettings | None:
@@ -137,12 +142,15 @@ class ExpertDesk(HandoffDesk):
             logger.warning("conversation %s: message %s arrived during a handoff without an open request", conversation_id, seq)
             return
         if not request.posted:
+            self._pending = True
+            self._waiting.add((request.id, seq))
             logger.info("request %s: card not posted yet, message %s waits in the store", request.reference, seq)
             return
         try:
             await self.post_in_request(request, cards.user_message(text), "user", seq)
         except ConnectorError as exc:
             self._pending = True
+            self._waiting.add((request.id, seq))
             logger.warning("request %s: message %s not relayed yet (%s); it will be retried", request.reference, seq, exc)
 
     async def user_left(self, conversation_id: str, reason: str) -> None:
@@ -180,13 +188,27 @@ class ExpertDesk(HandoffDesk):
         await self.tell_room(request, f"Demande {request.reference} rouverte : l'usager a écrit de nouveau.")
         return True
 
+    async def relay_attachment(self, conversation_id: str, filename: str, content_type: str, data: bytes, seq: int) -> bool:
+        """Post a file of the user into the request's thread; False when the desk takes no files.
+
+        Raises ConnectorError when the desk takes files but posting failed.
+        """
+        request = await self.book.open_for_conversation(conversation_id)
+        desk = self.router.desks.get(request.desk or "") if request is not None else None
+        if request is None or desk is None or not desk.allow_attachments or not request.posted:
+            return False
+        event_id = await self.transport.post_file(request.room_id, cards.inert(filename), content_type, data, await self.anchor(request))
+        await self.book.remember_event(event_id, request, request.room_id, "file", seq)
+        logger.info("request %s: file of %d bytes posted as %s", request.reference, len(data), event_id)
+        return True
+
     # ----- the experts' side (called by the transport's owner) -----
 
     async def handle_expert_message(self, message: ExpertMessage) -> None:
         """Act on a message written in a room: relay it, run a command, or ignore it."""
         desk = self._desk_of_room.get(message.room_id)
         if desk is None:
-            logger.info("event %s in room %s, which is no desk room: ignored", message.event_id, message.room_id)
+            logger.info("event %s in room %s, not a desk room: ignored", message.event_id, message.room_id)
             return
         try:
             if message.replaces is not None:
@@ -201,7 +223,7 @@ class ExpertDesk(HandoffDesk):
             else:
                 await self._relay_to_user(desk, message, request)
         except ConnectorError as exc:
-            logger.warning("event %s in room %s: posting the answer failed: %s", message.event_id, message.room_id, exc)
+            logger.warning("event %s in room %s: posting the reply failed: %s", message.event_id, message.room_id, exc)
 
     async def flush_pending(self) -> int:
         """Post the cards and user messages that could not be posted; return how many cards went out."""
@@ -272,6 +294,8 @@ class ExpertDesk(HandoffDesk):
             origin=origin,
             reason=reason,
         )
+        # Read before posting: a user message stored meanwhile comes after the card and is relayed later.
+        conversation = await self.store.conversation_by_id(request.conversation_id)
         try:
             if room_id is None:
                 raise ConnectorError("the desk rooms are not joined yet")
@@ -281,7 +305,6 @@ class ExpertDesk(HandoffDesk):
             await self.book.update(request, room_id=room_id, thread_root=None, posted=False)
             logger.warning("request %s: card not posted to desk %s (%s); it will be retried", request.reference, desk.name, exc)
             return False
-        conversation = await self.store.conversation_by_id(request.conversation_id)
         await self.book.update(request, room_id=room_id, thread_root=event_id, posted=True)
         await self.book.remember_event(event_id, request, room_id, "card", conversation.last_seq if conversation else None)
         logger.info("request %s: card %s posted to desk %s", request.reference, event_id, desk.name)
@@ -314,7 +337,7 @@ class ExpertDesk(HandoffDesk):
             logger.warning("request %s: notice not posted (%s)", request.reference, exc)
 
     async def reply(self, message: ExpertMessage, text: RoomText, request: Request | None = None) -> None:
-        """Answer an expert's message where it was written, and tie the answer to the request."""
+        """Reply to an expert's message where it was written, and link the reply to the request."""
         anchor = Anchor(thread_root=message.thread_root, reply_to=message.event_id)
         event_id = await self.transport.post(message.room_id, text, anchor)
         if request is not None:
@@ -349,7 +372,7 @@ class ExpertDesk(HandoffDesk):
         if not message.body.strip():
             return
         if request.status == Status.NEW.value:
-            # The first answer counts as taking the request.
+            # An expert's first reply claims the request.
             request = await self.book.transition(
                 request, Status.CLAIMED, actor=message.sender, note="prise en charge par une première réponse", assignee=message.sender
             )
@@ -385,14 +408,23 @@ class ExpertDesk(HandoffDesk):
         logger.info("request %s: correction %s relayed to conversation %s", request.reference, message.event_id, request.conversation_id)
 
     async def _relay_missed(self, request: Request) -> bool:
-        """Post the user's messages that a failure kept out of the thread; False if posting still fails."""
+        """Post the user's messages that a failure kept out of the thread; False if posting still fails.
+
+        Only messages that a relay attempt left waiting, or that were stored before the desk started
+        (a stop between storing and relaying), are posted: a message stored a moment ago may still be
+        on its way through ``relay_from_user``.
+        """
         relayed = await self.book.relayed_events(request)
         posted_seqs = {item.conversation_seq for item in relayed if item.kind == "user"}
         card_seqs = [item.conversation_seq or 0 for item in relayed if item.kind == "card" and item.room_id == request.room_id]
         since = card_seqs[-1] if card_seqs else 0
+        # Messages up to the card's sequence number are in the card's transcript.
+        self._waiting = {item for item in self._waiting if item[0] != request.id or item[1] > since}
         for stored in await self.store.events(request.conversation_id, since=since, types=["user"]):
             event = stored.event
             if not isinstance(event, UserUttered) or event.intent != RELAY_INTENT or stored.seq in posted_seqs:
+                continue
+            if (request.id, stored.seq) not in self._waiting and aware(event.timestamp) >= self._started_at:
                 continue
             try:
                 await self.post_in_request(request, cards.user_message(event.text), "user", stored.seq)
@@ -400,5 +432,6 @@ class ExpertDesk(HandoffDesk):
                 self._pending = True
                 logger.warning("request %s: message %s still not relayed (%s)", request.reference, stored.seq, exc)
                 return False
+            self._waiting.discard((request.id, stored.seq))
             logger.info("request %s: message %s relayed after a delay", request.reference, stored.seq)
         return True

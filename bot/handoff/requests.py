@@ -30,7 +30,7 @@ class Status(str, enum.Enum):
 TRANSITIONS = {
     Status.NEW: {Status.CLAIMED, Status.RESOLVED, Status.CLOSED, Status.NEW},
     Status.CLAIMED: {Status.RESOLVED, Status.CLOSED, Status.NEW, Status.CLAIMED},
-    Status.RESOLVED: {Status.CLOSED, Status.NEW},
+    Status.RESOLVED: {Status.CLOSED, Status.NEW, Status.RESOLVED},
     Status.CLOSED: set(),
 }
 
@@ -136,7 +136,8 @@ class RequestBook:
             changes["desk"] = desk
         if level is not None:
             changes["level"] = level
-        if to_status is Status.CLAIMED:
+        if to_status is Status.CLAIMED and request.claimed_at is None:
+            # The first claim counts; a later claim by another expert keeps that time.
             changes.setdefault("claimed_at", now)
         elif to_status is Status.RESOLVED:
             changes["resolved_at"] = now

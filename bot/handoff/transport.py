@@ -1,4 +1,4 @@
-"""What an expert desk needs from a chat network (Matrix), without naming a chat library.
+"""The interface between an expert desk and a chat network (Matrix), free of any chat library.
 
 The Matrix connector implements :class:`DeskTransport`; tests use an in-memory fake. Every method
 raises :class:`bot.errors.ConnectorError` when the network cannot do what was asked, so the desk
@@ -26,7 +26,7 @@ class RoomText:
 
 @dataclass(frozen=True)
 class Anchor:
-    """Where a message goes in a room: into a thread, as a reply to an event, or both.
+    """The place of a message in a room: a thread, a reply to an event, or both.
 
     In a thread, ``reply_to`` is the latest event of the thread, which clients without
     thread support show as the replied-to message.
@@ -63,6 +63,10 @@ class DeskTransport(Protocol):
 
     async def post(self, room_id: str, message: RoomText, anchor: Anchor | None = None) -> str:
         """Post ``message`` (a card, a relayed text or a notice) and return its event id."""
+        ...
+
+    async def post_file(self, room_id: str, filename: str, content_type: str, data: bytes, anchor: Anchor | None = None) -> str:
+        """Upload ``data`` as a file named ``filename``, post it and return the event id."""
         ...
 
     async def react(self, room_id: str, event_id: str, key: str) -> str:
