@@ -226,7 +226,8 @@ class CommandRunner:
                 return
             reason = rest.strip()
         else:
-            query = RouteQuery(request.expertise or "triage", request.profile, request.school, request.channel or "", request.level, {})
+            slots = (request.details or {}).get("slots", {})
+            query = RouteQuery(request.expertise or "triage", request.profile, request.school, request.channel or "", request.level, slots)
             target = desk.router.next_level(query)
         if target is None:
             await desk.reply(

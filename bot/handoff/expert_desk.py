@@ -47,6 +47,17 @@ class UserSide(Protocol):
     async def deliver(self, conversation_id: str, event: Event) -> OutgoingMessage | None: ...
 
 
+def routing_slots(slots: dict) -> dict:
+    """Keep the short scalar slot values that routing rules match on; free text stays in the transcript."""
+    kept = {}
+    for name, value in slots.items():
+        if name in {"description", "requested_slot", "error_message"} or value is None:
+            continue
+        if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 64):
+            kept[name] = value
+    return kept
+
+
 class ExpertDesk(HandoffDesk):
     """Open requests as cards in desk rooms and relay messages between users and experts."""
 
@@ -127,6 +138,7 @@ class ExpertDesk(HandoffDesk):
                 summary=context.summary,
                 profile=context.profile,
                 school=context.school,
+                slots=routing_slots(context.slots),
             )
         )
         available = self.available(desk)

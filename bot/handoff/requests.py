@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Sequence
 
@@ -45,6 +45,8 @@ class NewRequest:
     summary: str
     profile: str | None
     school: str | None
+    # Slot values that routing rules may match, kept for transfers and escalations.
+    slots: dict = field(default_factory=dict)
 
 
 class RequestBook:
@@ -77,7 +79,7 @@ class RequestBook:
                             channel=new.channel,
                             profile=new.profile,
                             school=new.school,
-                            details={},
+                            details={"slots": new.slots} if new.slots else {},
                         )
                         session.add(row)
                         await session.flush()

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from bot.config import BusinessHours
+from bot.config import BusinessHours, RouteMatch, RouteRule
 from bot.data.domain import Domain
 from bot.dialogue.events import BotUttered, ExpertUttered, HandoffEnded, SlotSet, UserUttered
 from bot.dialogue.tracker import Tracker
@@ -520,3 +520,39 @@ async def test_flush_relays_message_stored_before_start(store, transport, user):
     await restarted.flush_pending()
 
     assert transport.posts[-1].text.body == "Usager : perdu pendant l'arrêt"
+
+
+async def test_request_keeps_routing_slots(desk, store):
+    conversation = await store.conversation("web", "visitor-slots")
+    question = UserUttered(text="page blanche au collège", intent="technical_error")
+    await store.append_events(conversation.id, [question])
+    tracker = Tracker(conversation.id, Domain(), [question])
+    slots = {"fault_origin": "infrastructure", "place": "etablissement", "description": "un long texte libre", "school": "0451234N"}
+    context = HandoffContext(conversation.id, "web", "enseignant", "0451234N", "technique", "page blanche", slots)
+
+    ticket = await desk.open_request(context, tracker)
+    request = await desk.book.get(ticket.reference)
+
+    assert request.details["slots"]["fault_origin"] == "infrastructure"
+    assert request.details["slots"]["place"] == "etablissement"
+    assert "description" not in request.details["slots"]
+
+
+async def test_escalation_routes_on_stored_slots(store, transport, user):
+    settings = desk_settings()
+    settings.handoff.routing.insert(0, RouteRule(match=RouteMatch(slots={"fault_origin": "infrastructure"}, level=[2]), desk="fonctionnel"))
+    desk = ExpertDesk(RequestBook(store), settings, transport, store)
+    desk.attach(user)
+    await desk.start()
+    conversation = await store.conversation("web", "visitor-network")
+    question = UserUttered(text="rien ne charge au collège", intent="technical_error")
+    await store.append_events(conversation.id, [question])
+    tracker = Tracker(conversation.id, Domain(), [question])
+    context = HandoffContext(conversation.id, "web", "enseignant", "0451234N", "technique", "rien ne charge", {"fault_origin": "infrastructure"})
+    ticket = await desk.open_request(context, tracker)
+    request = await desk.book.get(ticket.reference)
+
+    await desk.handle_expert_message(in_thread(request, "!escalader"))
+    moved = await desk.book.get(request.reference)
+
+    assert moved.desk == "fonctionnel"
