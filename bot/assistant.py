@@ -18,6 +18,7 @@ from bot.messages import ConversationKey, IncomingMessage, OutgoingMessage, Role
 from bot.nlu.model import NluModel
 from bot.nlu.normalize import clean
 from bot.outbox import OutputChannel, Outbox
+from bot.redaction import mask_passwords
 from bot.storage.store import Store, utcnow
 
 if TYPE_CHECKING:
@@ -144,15 +145,40 @@ class Assistant:
         tracker = await self.tracker(conversation.id)
         context = self.engine.context(tracker, message.channel, identity=message.identity, services={"desk": self.desk, "assistant": self})
         events: list[Event] = []
+        # The conversation's very first message: a restart or a new session shows no notice again.
+        first_contact = conversation.last_seq == 0
 
         if self._session_expired(tracker):
             events += await self.engine.run_action("action_session_start", tracker, context)
         events += self._identity_slots(tracker, message)
 
         content = sanitize(message.content if isinstance(message.content, str) else "")[:STORED_TEXT_LIMIT]
+        masked = False
+        if message.payload is None:
+            content, masked = mask_passwords(content)
         # For a button, the transcript keeps its title while the NLU reads its payload.
         text = sanitize(message.text)[:STORED_TEXT_LIMIT] if message.payload is not None and message.text.strip() else content
+        turn = await self._respond(conversation, tracker, context, message, content, text)
+        return events + self._with_notices(turn, context, masked, first_contact)
 
+    def _with_notices(self, turn: list[Event], context, masked: bool, first_contact: bool) -> list[Event]:
+        """Insert the privacy notice at a first contact, and the password warning, after the user's message."""
+        notices = []
+        uttered = {event.response for event in turn if isinstance(event, BotUttered)}
+        if first_contact and "utter_privacy" not in uttered:
+            notices.append(context.utter("utter_privacy"))
+        if masked:
+            notices.append(context.utter("utter_password_masked"))
+        notices = [notice for notice in notices if notice is not None]
+        if not notices:
+            return turn
+        position = next((index + 1 for index, event in enumerate(turn) if isinstance(event, UserUttered)), 0)
+        return turn[:position] + notices + turn[position:]
+
+    async def _respond(
+        self, conversation: Conversation, tracker: Tracker, context, message: IncomingMessage, content: str, text: str
+    ) -> list[Event]:
+        events: list[Event] = []
         if not content.strip():
             return events + self._notice(tracker, context, UserUttered(text="", channel=message.channel, message_id=message.message_id), "utter_empty")
         if len(text) > self.max_length and message.payload is None:
@@ -210,7 +236,8 @@ class Assistant:
     async def _after_turn(self, conversation: Conversation, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, HandoffStarted):
-                conversation.status = "handoff"
+                refreshed = await self.store.conversation_by_id(conversation.id)
+                conversation.status = refreshed.status if refreshed else "handoff"
             elif isinstance(event, HandoffEnded):
                 conversation.status = "active"
                 await self.store.update_conversation(conversation.id, status="active")

@@ -114,7 +114,12 @@ def _print_report(result: dict) -> None:
     print(f"weighted F1   {result['weighted_f1']:.4f}\n")
     print(f"{'intent':<28}{'precision':>10}{'recall':>10}{'F1':>10}{'support':>9}")
     for intent, row in result["per_intent"].items():
+        if row["support"] == 0:
+            # nlu_fallback has no examples: only the messages sent to it matter, counted below.
+            continue
         print(f"{intent:<28}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1']:>10.3f}{row['support']:>9}")
+    fallback = sum(1 for item in result["errors"] if item["predicted"] == "nlu_fallback")
+    print(f"\nsent to nlu_fallback (the assistant asks to rephrase): {fallback}")
     if result["confusions"]:
         print("\nmost confused (true -> predicted):")
         for item in result["confusions"][:10]:

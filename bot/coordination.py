@@ -1,10 +1,10 @@
 """Coordination between workers: per-conversation locks and fan-out of messages to every worker.
 
 One process needs none of this: ``LocalCoordinator`` keeps FIFO locks in memory and delivers
-directly. Several workers behind a reverse proxy share PostgreSQL and Redis: ``RedisCoordinator``
-adds a Redis lock around each turn, so two workers never handle one conversation at the same time,
-and publishes messages for channels whose connections live in one worker only (widget WebSockets),
-so the worker holding the user's socket delivers them.
+directly. Several workers behind a reverse proxy share PostgreSQL and Redis. ``RedisCoordinator``
+adds a Redis lock around each turn, so two workers never handle one conversation at the same time.
+It also publishes the messages of channels whose connections live in one worker only (widget
+WebSockets), so the worker holding the user's socket delivers them.
 """
 
 from __future__ import annotations

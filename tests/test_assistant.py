@@ -29,6 +29,11 @@ def message(text: str, sender: str = "user-1", message_id: str | None = None, **
     return IncomingMessage(channel="test", sender_id=sender, text=text, message_id=message_id, **extra)
 
 
+def answers(replies) -> list[str | None]:
+    """Return the response names of the replies, without the privacy notice of a first contact."""
+    return [reply.response for reply in replies if reply.response != "utter_privacy"]
+
+
 async def user_events(runtime, sender: str = "user-1") -> list[UserUttered]:
     conversation = await runtime.store.conversation("test", sender)
     return [item.event for item in await runtime.store.events(conversation.id) if isinstance(item.event, UserUttered)]
@@ -36,7 +41,7 @@ async def user_events(runtime, sender: str = "user-1") -> list[UserUttered]:
 
 async def test_question_gets_answer(runtime):
     replies = await runtime.assistant.handle(message("j'ai oublié mon mot de passe"))
-    responses = [reply.response for reply in replies]
+    responses = answers(replies)
     assert responses[0] == "utter_password_forgotten"
     assert responses[-1] == "utter_ask_helped"
 
@@ -79,14 +84,14 @@ async def test_restart_mid_form_resumes_form(shipped_settings):
 
 async def test_empty_message_gets_polite_reply(runtime):
     replies = await runtime.assistant.handle(message("   "))
-    assert [reply.response for reply in replies] == ["utter_empty"]
+    assert answers(replies) == ["utter_empty"]
 
 
 async def test_huge_message_kept_and_answered(runtime):
     text = "a" * 100_000
     replies = await runtime.assistant.handle(message(text))
     stored = await user_events(runtime)
-    assert [reply.response for reply in replies] == ["utter_too_long"]
+    assert answers(replies) == ["utter_too_long"]
     assert len(stored[0].text) == 100_000
 
 
@@ -95,7 +100,7 @@ async def test_control_characters_removed(runtime):
     stored = await user_events(runtime)
     assert "\x00" not in stored[0].text
     assert "\x1b" not in stored[0].text
-    assert replies[0].response == "utter_password_forgotten"
+    assert answers(replies)[0] == "utter_password_forgotten"
 
 
 async def test_invalid_utf8_from_connector(runtime):
@@ -127,15 +132,15 @@ async def test_handoff_creates_request(runtime):
     assert request.reference in replies[0].text
 
 
-async def test_handoff_relays_instead_of_answering(runtime):
-    for text in ["je veux parler à un humain", "je suis parent", "0751234A", "problème de connexion"]:
-        await runtime.assistant.handle(message(text))
-    replies = await runtime.assistant.handle(message("bonjour ?"))
-    back = await runtime.assistant.handle(message("retour au robot"))
+async def test_recorded_request_keeps_assistant(runtime):
+    # Without expert desks the request is only recorded: the assistant goes on answering.
+    for text in ["je veux parler à un humain", "je suis parent", "0751234A", "problème de connexion à Pronote"]:
+        replies = await runtime.assistant.handle(message(text))
     after = await runtime.assistant.handle(message("bonjour"))
-    assert replies == []
-    assert back[0].response == "utter_back_to_bot"
+    conversation = await runtime.store.conversation("test", "user-1")
+    assert replies[0].response == "utter_handoff_recorded"
     assert after[0].response == "utter_greet"
+    assert conversation.status == "active"
 
 
 async def test_session_expiry_starts_new_session(runtime):
@@ -187,9 +192,57 @@ async def test_scripted_shell_follows_stories(tmp_path, shipped_models):
     assert "Bonjour" in result.stdout
     assert "Mot de passe oublié" in result.stdout
     assert "transmettre votre question" in result.stdout
-    assert "Votre numéro de demande est ENT-" in result.stdout
+    assert "Votre demande est enregistrée sous le numéro ENT-" in result.stdout
     import sqlite3
 
     with sqlite3.connect(database) as connection:
         count = connection.execute("SELECT count(*) FROM requests").fetchone()[0]
     assert count == 1
+
+
+async def test_password_masked_before_storage(runtime):
+    replies = await runtime.assistant.handle(message("mon mot de passe c'est Soleil2012 et il est refusé"))
+    stored = await user_events(runtime)
+    assert "Soleil2012" not in stored[0].text
+    assert "Soleil2012" not in str(stored[0].parse_data)
+    assert "utter_password_masked" in [reply.response for reply in replies]
+
+
+async def test_privacy_notice_at_first_contact(runtime):
+    first = await runtime.assistant.handle(message("j'ai oublié mon mot de passe"))
+    second = await runtime.assistant.handle(message("j'ai oublié mon identifiant"))
+    assert first[0].response == "utter_privacy"
+    assert "utter_privacy" not in [reply.response for reply in second]
+
+
+async def test_form_rejects_invalid_school(runtime):
+    await runtime.assistant.handle(message("je veux parler à un humain"))
+    await runtime.assistant.handle(message("je suis parent"))
+    replies = await runtime.assistant.handle(message("12345"))
+    responses = [reply.response for reply in replies]
+    assert responses == ["utter_invalid_school", "utter_ask_school"]
+
+
+async def test_form_no_in_school_question_stays_in_form(runtime):
+    await runtime.assistant.handle(message("je veux parler à un humain"))
+    await runtime.assistant.handle(message("je suis parent"))
+    replies = await runtime.assistant.handle(message("non"))
+    responses = [reply.response for reply in replies]
+    assert "utter_offer_expert" not in responses
+    assert responses[-1] == "utter_ask_school"
+
+
+async def test_form_accepts_unknown_school(runtime):
+    await runtime.assistant.handle(message("je veux parler à un humain"))
+    await runtime.assistant.handle(message("je suis parent"))
+    replies = await runtime.assistant.handle(message("Je ne connais pas le code", payload='/inform_school{"school": "inconnu"}'))
+    assert replies[-1].response == "utter_ask_description"
+
+
+async def test_form_rejects_short_description(runtime):
+    for text in ["je veux parler à un humain", "je suis parent", "0751234A"]:
+        await runtime.assistant.handle(message(text))
+    replies = await runtime.assistant.handle(message("ok"))
+    responses = [reply.response for reply in replies]
+    assert responses[-1] == "utter_ask_description"
+    assert "utter_handoff_recorded" not in responses

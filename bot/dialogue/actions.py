@@ -23,7 +23,21 @@ logger = logging.getLogger(__name__)
 
 TWO_STAGE = "action_two_stage_fallback"
 # Intents never offered as "did you mean" suggestions: they are not topics.
-NOT_SUGGESTED = {FALLBACK_INTENT, "affirm", "deny", "greet", "goodbye", "thank", "stop", "inform", "inform_profile", "inform_school"}
+NOT_SUGGESTED = {
+    FALLBACK_INTENT,
+    "affirm",
+    "deny",
+    "greet",
+    "goodbye",
+    "thank",
+    "stop",
+    "inform",
+    "inform_profile",
+    "inform_school",
+    "out_of_scope",
+    "bot_challenge",
+    "back_to_bot",
+}
 
 
 @dataclass

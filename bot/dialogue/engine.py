@@ -107,6 +107,7 @@ class DialogueEngine:
         tracker.update(extraction.events)
         new_events += extraction.events
         context.invalid_slots = extraction.invalid
+        tracker.invalid_slots = extraction.invalid
 
         predictions: list[Prediction] = []
         followup: str | None = None

@@ -56,9 +56,9 @@ class HandoffAction:
         ticket = await desk.open_request(handoff, tracker)
         events: list[Event] = [HandoffStarted(ticket.reference, ticket.desk)]
         uttered = context.utter(
-            "utter_handoff_started",
+            "utter_handoff_started" if ticket.relays else "utter_handoff_recorded",
             reference=ticket.reference,
-            desk_label=ticket.desk_label or "un conseiller",
+            desk_label=ticket.desk_label or "une personne de l'assistance",
         )
         if uttered:
             events.append(uttered)

@@ -19,6 +19,9 @@ from bot.dialogue.tracker import Tracker
 from bot.nlu.model import FALLBACK_INTENT
 
 TWO_STAGE = "action_two_stage_fallback"
+# Intents that answer a form's question rather than ask something new: the form handles them, even
+# when a story elsewhere would react to them ("non" is no request for an expert inside a form).
+FORM_REPLY_INTENTS = {"affirm", "deny", "inform", "inform_profile", "inform_school", FALLBACK_INTENT}
 
 
 @dataclass(frozen=True)
@@ -156,9 +159,10 @@ class PolicyEnsemble:
             return Prediction(LISTEN, "FormPolicy")
         if user_just_spoke:
             requested = tracker.requested_slot
-            if requested is not None and _filled_this_turn(tracker, requested):
+            if requested is not None and (_filled_this_turn(tracker, requested) or requested in tracker.invalid_slots):
                 return Prediction(loop, "FormPolicy")
-            if self._answers_elsewhere(conversation):
+            intent = tracker.latest_message.intent if tracker.latest_message else None
+            if intent not in FORM_REPLY_INTENTS and self._answers_elsewhere(conversation):
                 # Let the other policies answer the unrelated question; the form resumes after.
                 return None
             return Prediction(loop, "FormPolicy")

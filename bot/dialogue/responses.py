@@ -15,15 +15,27 @@ DEFAULT_TEXTS = {
     "utter_default": "Désolé, je n'ai pas compris. Pouvez-vous reformuler votre question ?",
     "utter_ask_rephrase": "Je ne suis pas sûr d'avoir compris. Vouliez-vous parler de l'un de ces sujets ?",
     "utter_title_other": "Autre chose",
-    "utter_offer_expert": "Je n'arrive pas à vous aider. Voulez-vous que je transmette votre demande à un conseiller ?",
+    "utter_offer_expert": "Je n'arrive pas à vous aider. Voulez-vous que je transmette votre demande à une personne de l'assistance ?",
     "utter_form_invalid": "Je n'ai pas pu utiliser cette réponse.",
     "utter_restart": "C'est noté, on recommence depuis le début.",
     "utter_handoff_started": (
         "Je transmets votre demande à {desk_label}. Votre numéro de demande est {reference}. "
         "Une personne va lire notre échange et vous répondre ici. "
-        "Pour revenir à l'assistant, écrivez « retour au robot »."
+        "Pour revenir à l'assistant automatique, écrivez « retour au robot »."
     ),
     "utter_handoff_relayed": "Message transmis.",
+    "utter_password_masked": (
+        "J'ai masqué ce qui ressemble à un mot de passe dans votre message. Ne l'écrivez jamais ici : "
+        "personne de l'assistance ne vous le demandera."
+    ),
+    "utter_privacy": (
+        "Bon à savoir : cette conversation est enregistrée pour suivre votre demande. Si je la transmets, "
+        "une personne de l'assistance pourra la lire. N'écrivez jamais votre mot de passe ici."
+    ),
+    "utter_handoff_recorded": (
+        "Votre demande est enregistrée sous le numéro {reference}. L'équipe d'assistance de l'ENT la "
+        "consultera. En attendant, je reste à votre disposition pour d'autres questions."
+    ),
     "utter_back_to_bot": "D'accord, je reprends la conversation. Posez-moi votre question.",
     "utter_ask_satisfaction": "Votre demande est résolue. Sur une échelle de 1 à 5, êtes-vous satisfait de l'aide reçue ?",
     "utter_satisfaction_thanks": "Merci pour votre réponse ! Je reste à votre disposition.",

@@ -14,14 +14,27 @@ from bot.nlu.normalize import fold
 Validator = Callable[[Any], Any]
 
 
+# The value a "Je ne connais pas le code" button sends: the request goes on without a school.
+UNKNOWN_SCHOOL = "inconnu"
+MIN_DESCRIPTION_LENGTH = 10
+
+
 def validate_school(value: Any) -> Any:
-    """Accept a UAI code (7 digits and a letter), returned upper-case; None otherwise."""
+    """Accept a UAI code (7 digits and a letter), returned upper-case, or ``inconnu``; None otherwise."""
     text = str(value).strip()
+    if text.lower() == UNKNOWN_SCHOOL:
+        return UNKNOWN_SCHOOL
     return text.upper() if is_uai(text) else None
 
 
+def validate_description(value: Any) -> Any:
+    """Accept a description of at least two words and MIN_DESCRIPTION_LENGTH characters; "ok" is none."""
+    text = str(value).strip()
+    return text if len(text) >= MIN_DESCRIPTION_LENGTH and len(text.split()) >= 2 else None
+
+
 # Slot name -> validator returning the cleaned value or None when invalid.
-BUILTIN_VALIDATORS: dict[str, Validator] = {"school": validate_school}
+BUILTIN_VALIDATORS: dict[str, Validator] = {"school": validate_school, "description": validate_description}
 
 
 @dataclass

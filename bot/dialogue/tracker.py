@@ -29,6 +29,8 @@ class Tracker:
     active_loop: str | None = None
     latest_message: UserUttered | None = None
     latest_action: str | None = None
+    # Slots whose value the latest user message gave but validation rejected (set by the engine).
+    invalid_slots: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         existing, self.events = self.events, []

@@ -35,6 +35,9 @@ class HandoffTicket:
     desk_label: str | None
     available_now: bool
     notice: str | None = None
+    # False when no person will answer in the conversation: the request is only recorded, and the
+    # assistant keeps answering the user.
+    relays: bool = True
 
 
 class HandoffDesk(abc.ABC):

@@ -36,9 +36,11 @@ class RecordingDesk(HandoffDesk):
                 school=context.school,
             )
         )
+        # This desk has no expert room, so the conversation stays with the assistant.
+        await self.book.store.update_conversation(context.conversation_id, status="active")
         available = is_open(desk.hours) if desk and desk.hours else True
         notice = None if available or desk is None else desk.closed_message
-        return HandoffTicket(request.reference, request.desk, desk.label if desk else None, available, notice)
+        return HandoffTicket(request.reference, request.desk, desk.label if desk else None, available, notice, relays=False)
 
     async def relay_from_user(self, conversation_id: str, text: str, seq: int) -> None:
         logger.debug("conversation %s: message %s kept for the request", conversation_id, seq)

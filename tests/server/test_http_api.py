@@ -83,7 +83,8 @@ async def test_rest_webhook_buttons(client, server):
     payload = {"sender": "rest-buttons", "message": PASSWORD_QUESTION}
     async with client.post(f"{server.url}/webhooks/rest/webhook", json=payload) as response:
         body = await response.json()
-    assert "Mot de passe oublié" in body[0]["text"]
+    assert "conversation est enregistrée" in body[0]["text"]
+    assert "Mot de passe oublié" in body[1]["text"]
     assert body[-1]["buttons"] == [{"title": "Oui", "payload": "/affirm"}, {"title": "Non", "payload": "/deny"}]
 
 

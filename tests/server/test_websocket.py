@@ -123,9 +123,10 @@ async def test_message_echo_and_reply(client, server):
     assert echo["role"] == "user"
     assert echo["client_id"] == "question-1"
     assert echo["text"] == PASSWORD_QUESTION
-    assert [reply["role"] for reply in replies] == ["bot", "bot"]
-    assert "Mot de passe oublié" in replies[0]["text"]
-    assert replies[1]["buttons"] == [{"title": "Oui", "payload": "/affirm"}, {"title": "Non", "payload": "/deny"}]
+    assert [reply["role"] for reply in replies] == ["bot", "bot", "bot"]
+    assert "conversation est enregistrée" in replies[0]["text"]
+    assert "Mot de passe oublié" in replies[1]["text"]
+    assert replies[2]["buttons"] == [{"title": "Oui", "payload": "/affirm"}, {"title": "Non", "payload": "/deny"}]
     assert seqs(frames) == sorted(seqs(frames))
     assert len(set(seqs(frames))) == len(frames)
     assert all(frame["id"] == f"m{frame['seq']}" for frame in frames)

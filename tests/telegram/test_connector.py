@@ -5,6 +5,8 @@ Most tests run twice: once polling, once in webhook mode behind entraide's own a
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -195,11 +197,30 @@ async def ask_for_human(fake: FakeBotApi, user: dict) -> RecordedCall:
     return await fake.wait_for("sendMessage", containing("numéro de demande"), start)
 
 
-class FileTakingDesk(RecordingDesk):
-    """A recording desk that accepts or refuses files, and keeps those it was offered."""
+class RelayingDesk(RecordingDesk):
+    """A recording desk that keeps the conversation with the experts, as a desk with rooms does."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(runtime.book, runtime.settings)
+
+    async def open_request(self, context, tracker):
+        ticket = await super().open_request(context, tracker)
+        await self.book.store.update_conversation(context.conversation_id, status="handoff")
+        return dataclasses.replace(ticket, relays=True)
+
+
+@pytest.fixture
+def relaying_desk(runtime: Runtime) -> RelayingDesk:
+    desk = RelayingDesk(runtime)
+    runtime.assistant.desk = desk
+    return desk
+
+
+class FileTakingDesk(RelayingDesk):
+    """A relaying desk that accepts or refuses files, and keeps those it was offered."""
 
     def __init__(self, runtime: Runtime, accept: bool) -> None:
-        super().__init__(runtime.book, runtime.settings)
+        super().__init__(runtime)
         self.accept = accept
         self.files: list[tuple[str, str, str, bytes]] = []
 
@@ -292,7 +313,8 @@ async def test_unknown_command_explained(harness: Harness, fake: FakeBotApi) -> 
 async def test_restart_command_starts_over(harness: Harness, fake: FakeBotApi) -> None:
     start = fake.mark()
     await fake.inject_command("restart")
-    reply = await fake.wait_for("sendMessage", start=start)
+    # A first contact starts with the privacy notice; the restart confirmation follows it.
+    reply = await fake.wait_for("sendMessage", containing("on recommence"), start)
 
     assert reply.result["text"] == "C'est noté, on recommence depuis le début."
 
@@ -628,7 +650,7 @@ async def test_conflict_logged_clearly(polling: Harness, fake: FakeBotApi, caplo
 # ----- handoff -----
 
 
-async def test_expert_reply_reaches_user(harness: Harness, fake: FakeBotApi, runtime: Runtime) -> None:
+async def test_expert_reply_reaches_user(harness: Harness, fake: FakeBotApi, runtime: Runtime, relaying_desk: RelayingDesk) -> None:
     await ask_for_human(fake, fake.user(2002))
     conversation = await runtime.store.conversation_by_id(await conversation_id(runtime, "2002"))
     start = fake.mark()
@@ -640,7 +662,7 @@ async def test_expert_reply_reaches_user(harness: Harness, fake: FakeBotApi, run
     assert reply.result["text"] == "Assistance ENT\nBonjour, je regarde votre compte."
 
 
-async def test_cancel_leaves_handoff(harness: Harness, fake: FakeBotApi, runtime: Runtime) -> None:
+async def test_cancel_leaves_handoff(harness: Harness, fake: FakeBotApi, runtime: Runtime, relaying_desk: RelayingDesk) -> None:
     await ask_for_human(fake, fake.user(2002))
     start = fake.mark()
     await fake.inject_command("annuler", user=fake.user(2002))
