@@ -89,8 +89,14 @@ class Assistant:
                 "inbound message channel=%s conversation=%s message=%s", message.channel, conversation.id, message.message_id
             )
             started = time.perf_counter()
-            events = await self._turn(conversation, message)
-            seqs = await self.store.append_events(conversation.id, events)
+            try:
+                events = await self._turn(conversation, message)
+                seqs = await self.store.append_events(conversation.id, events)
+            except BaseException:
+                # Nothing of the turn was stored: let the channel deliver the message again.
+                if message.message_id is not None:
+                    await self.store.forget_processed(message.channel, message.message_id)
+                raise
             await self._after_turn(conversation, events)
             relayed = [
                 (event, seq) for event, seq in zip(events, seqs) if isinstance(event, UserUttered) and event.intent == RELAY_INTENT

@@ -246,3 +246,18 @@ async def test_form_rejects_short_description(runtime):
     responses = [reply.response for reply in replies]
     assert responses[-1] == "utter_ask_description"
     assert "utter_handoff_recorded" not in responses
+
+
+async def test_failed_turn_can_be_retried(runtime, monkeypatch):
+    original = runtime.store.append_events
+
+    async def failing(conversation_id, events):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runtime.store, "append_events", failing)
+    with pytest.raises(OSError):
+        await runtime.assistant.handle(message("bonjour", message_id="retry-1"))
+    monkeypatch.setattr(runtime.store, "append_events", original)
+    replies = await runtime.assistant.handle(message("bonjour", message_id="retry-1"))
+    assert len(replies) > 0
+    assert len(await user_events(runtime)) == 1

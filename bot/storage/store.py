@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import event, func, select, text, update
+from sqlalchemy import delete, event, func, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -117,6 +117,14 @@ class Store:
             except IntegrityError:
                 return False
         return True
+
+    async def forget_processed(self, channel: str, message_id: str) -> None:
+        """Remove a de-duplication record, so the same message id can be handled again."""
+        async with self.session() as session:
+            async with session.begin():
+                await session.execute(
+                    delete(ProcessedMessage).where(ProcessedMessage.channel == channel, ProcessedMessage.message_id == message_id)
+                )
 
     # ----- conversations -----
 
