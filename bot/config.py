@@ -98,12 +98,8 @@ class TelegramSettings(_Section):
 
     @model_validator(mode="after")
     def _check_token(self) -> TelegramSettings:
-        if self.enabled and not self.token:
-            raise ValueError("token is required when the Telegram channel is enabled (set TELEGRAM_TOKEN)")
         if self.enabled and self.mode == "webhook" and not self.webhook_url:
             raise ValueError("webhook_url is required in webhook mode")
-        if self.enabled and self.mode == "webhook" and not self.webhook_secret:
-            raise ValueError("webhook_secret is required in webhook mode, so that only Telegram can post updates")
         if self.webhook_secret and not _WEBHOOK_SECRET.fullmatch(self.webhook_secret):
             raise ValueError("webhook_secret must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
         return self
@@ -120,8 +116,8 @@ class MatrixSettings(_Section):
 
     @model_validator(mode="after")
     def _check_login(self) -> MatrixSettings:
-        if self.enabled and not (self.homeserver and self.user_id and self.access_token):
-            raise ValueError("homeserver, user_id and access_token are required when Matrix is enabled")
+        if self.enabled and not (self.homeserver and self.user_id):
+            raise ValueError("homeserver and user_id are required when Matrix is enabled")
         return self
 
 
@@ -146,10 +142,8 @@ class DeskSettings(_Section):
     label: str
     relay_mode: Literal["thread", "reply"] = "thread"
     hours: BusinessHours | None = None
-    closed_message: str = (
-        "Nos conseillers sont disponibles du lundi au vendredi, de 8 h à 18 h. "
-        "Votre demande est enregistrée et sera traitée dès leur retour."
-    )
+    # Told to users outside the hours; by default built from the hours themselves.
+    closed_message: str | None = None
     show_expert_names: bool = False
     allow_attachments: bool = False
 
@@ -225,6 +219,23 @@ class Settings(_Section):
             if ":" not in target:
                 raise ValueError(f"action {name!r}: expected 'module:function', found {target!r}")
         return value
+
+    def check_secrets(self) -> None:
+        """Raise ConfigError when an enabled channel lacks its secret.
+
+        Only commands that start channels call this, so that reading the request log or training
+        does not need the bots' tokens.
+        """
+        telegram = self.channels.telegram
+        if telegram.enabled and not telegram.token:
+            raise ConfigError("channels.telegram.token: the Telegram channel is enabled but no token is set (set TELEGRAM_TOKEN)")
+        if telegram.enabled and telegram.mode == "webhook" and not telegram.webhook_secret:
+            raise ConfigError(
+                "channels.telegram.webhook_secret: required in webhook mode, so that only Telegram can post updates"
+            )
+        matrix = self.channels.matrix
+        if matrix.enabled and not matrix.access_token:
+            raise ConfigError("channels.matrix.access_token: Matrix is enabled but no access token is set (set MATRIX_ACCESS_TOKEN)")
 
     def path(self, relative: Path) -> Path:
         """Resolve a data path against the directory of the configuration file."""

@@ -199,6 +199,7 @@ async def _connectors_context(app: web.Application):
 async def serve(settings: Settings, host: str, port: int, ready: asyncio.Event | None = None) -> None:
     """Run the server until SIGINT or SIGTERM."""
     started = time.perf_counter()
+    settings.check_secrets()
     async with Runtime(settings, progress=lambda text: logger.info("%s", text)) as runtime:
         app = build_app(runtime)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)

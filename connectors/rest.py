@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.assistant import Assistant
-from bot.messages import IncomingMessage, OutgoingMessage
+from bot.messages import IncomingMessage, OutgoingMessage, Role
 from bot.outbox import CollectingOutput
 from connectors.base import Connector
 
@@ -29,7 +29,8 @@ def rasa_message(recipient_id: str, message: OutgoingMessage) -> dict[str, Any]:
 class RestConnector(Connector):
     """Request/response channel: replies come back in the HTTP response.
 
-    Messages that arrive later (an expert's reply) stay in the store; a REST client has no push.
+    A REST client has no push: messages that arrive between two requests (an expert's reply, the
+    satisfaction question) come first in the response to the next request.
     """
 
     name = CHANNEL
@@ -63,11 +64,24 @@ class RestConnector(Connector):
         message_id = body.get("message_id")
         if message_id is not None and not isinstance(message_id, str):
             raise json_error(400, "invalid_field", "'message_id' must be a string")
+        store = self.assistant.store
+        conversation = await store.conversation(CHANNEL, sender)
+        key = f"rest:delivered:{conversation.id}"
+        delivered = int(await store.get_state(key) or 0)
+        missed = [
+            message
+            for message in await self.assistant.history(conversation.id, since=delivered)
+            if message.role is not Role.USER and message.seq is not None and message.seq <= conversation.last_seq
+        ]
         output = CollectingOutput(CHANNEL)
         await self.assistant.handle(
             IncomingMessage(channel=CHANNEL, sender_id=sender, text=text, message_id=message_id), output=output
         )
-        return web.json_response([rasa_message(recipient, message) for recipient, message in output.messages])
+        replies = missed + [message for _, message in output.messages]
+        latest = max((message.seq for message in replies if message.seq is not None), default=delivered)
+        if latest > delivered:
+            await store.set_state(key, str(latest))
+        return web.json_response([rasa_message(sender, message) for message in replies])
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:

@@ -299,9 +299,21 @@ def test_absolute_data_path_kept(tmp_path: Path) -> None:
 
 def test_telegram_enabled_needs_token(tmp_path: Path) -> None:
     path = write_config(tmp_path, "channels:\n  telegram:\n    enabled: true\n")
+    settings = load_settings(path)
 
-    with pytest.raises(ConfigError, match="channels.telegram"):
-        load_settings(path)
+    with pytest.raises(ConfigError, match="channels.telegram.token"):
+        settings.check_secrets()
+
+
+def test_matrix_token_only_needed_to_run(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, "channels:\n  matrix:\n    enabled: true\n    homeserver: http://127.0.0.1:8008\n    user_id: '@bot:localhost'\n"
+    )
+    settings = load_settings(path)
+
+    assert settings.channels.matrix.access_token is None
+    with pytest.raises(ConfigError, match="channels.matrix.access_token"):
+        settings.check_secrets()
 
 
 def test_valid_desks_and_routing(tmp_path: Path) -> None:

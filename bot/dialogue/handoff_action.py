@@ -58,7 +58,7 @@ class HandoffAction:
         uttered = context.utter(
             "utter_handoff_started" if ticket.relays else "utter_handoff_recorded",
             reference=ticket.reference,
-            desk_label=ticket.desk_label or "une personne de l'assistance",
+            desk_label=ticket.desk_label or "Assistance",
         )
         if uttered:
             events.append(uttered)

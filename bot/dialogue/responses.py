@@ -19,7 +19,7 @@ DEFAULT_TEXTS = {
     "utter_form_invalid": "Je n'ai pas pu utiliser cette réponse.",
     "utter_restart": "C'est noté, on recommence depuis le début.",
     "utter_handoff_started": (
-        "Je transmets votre demande à {desk_label}. Votre numéro de demande est {reference}. "
+        "Je transmets votre demande à l'équipe « {desk_label} ». Votre numéro de demande est {reference}. "
         "Une personne va lire notre échange et vous répondre ici. "
         "Pour revenir à l'assistant automatique, écrivez « retour au robot »."
     ),
@@ -37,7 +37,7 @@ DEFAULT_TEXTS = {
         "consultera. En attendant, je reste à votre disposition pour d'autres questions."
     ),
     "utter_back_to_bot": "D'accord, je reprends la conversation. Posez-moi votre question.",
-    "utter_ask_satisfaction": "Votre demande est résolue. Sur une échelle de 1 à 5, êtes-vous satisfait de l'aide reçue ?",
+    "utter_ask_satisfaction": "Votre demande est résolue. Sur une échelle de 1 à 5, quelle note donnez-vous à l'aide reçue ?",
     "utter_satisfaction_thanks": "Merci pour votre réponse ! Je reste à votre disposition.",
     "utter_handoff_claimed": "Votre demande {reference} est prise en charge par {desk_label}.",
     "utter_handoff_transferred": "Votre demande {reference} est confiée à {desk_label}, qui vous répondra ici.",

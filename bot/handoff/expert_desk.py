@@ -22,7 +22,7 @@ from bot.errors import ConnectorError, HandoffError
 from bot.handoff import cards
 from bot.handoff.commands import CommandRunner, parse_command
 from bot.handoff.desk import HandoffContext, HandoffDesk, HandoffTicket
-from bot.handoff.hours import is_open
+from bot.handoff.hours import closed_notice, is_open
 from bot.handoff.requests import NewRequest, RequestBook, Status
 from bot.handoff.routing import RouteQuery, Router
 from bot.handoff.transport import Anchor, DeskTransport, ExpertMessage, RoomText
@@ -143,7 +143,7 @@ class ExpertDesk(HandoffDesk):
         )
         available = self.available(desk)
         posted = await self.post_card(request, desk, tracker.session_events())
-        notices = [] if available else [desk.closed_message]
+        notices = [] if available else [closed_notice(desk)]
         if not posted:
             notices.append(self.render("utter_handoff_unreachable", reference=request.reference).text)
         return HandoffTicket(request.reference, desk.name, desk.label, available, "\n\n".join(notices) or None)

@@ -6,7 +6,7 @@ import logging
 
 from bot.config import Settings
 from bot.handoff.desk import HandoffContext, HandoffDesk, HandoffTicket
-from bot.handoff.hours import is_open
+from bot.handoff.hours import closed_notice, is_open
 from bot.handoff.requests import NewRequest, RequestBook
 from bot.handoff.routing import RouteQuery, Router
 
@@ -39,7 +39,7 @@ class RecordingDesk(HandoffDesk):
         # This desk has no expert room, so the conversation stays with the assistant.
         await self.book.store.update_conversation(context.conversation_id, status="active")
         available = is_open(desk.hours) if desk and desk.hours else True
-        notice = None if available or desk is None else desk.closed_message
+        notice = None if available or desk is None else closed_notice(desk)
         return HandoffTicket(request.reference, request.desk, desk.label if desk else None, available, notice, relays=False)
 
     async def relay_from_user(self, conversation_id: str, text: str, seq: int) -> None:

@@ -116,7 +116,19 @@ async def test_closed_desk_ticket_carries_closed_message(store, transport, user)
     ticket, _ = await open_request(desk, store)
 
     assert ticket.available_now is False
-    assert ticket.notice == settings.handoff.desks[0].closed_message
+    assert ticket.notice.startswith("L'équipe « Référent numérique » n'a pas de permanence")
+
+
+def test_closed_notice_states_configured_hours():
+    from datetime import time
+
+    from bot.config import DeskSettings
+    from bot.handoff.hours import closed_notice
+
+    weekdays = DeskSettings(name="n1", level=1, room="!r:localhost", label="Référent", hours=BusinessHours(start=time(8, 0), end=time(17, 30)))
+    custom = DeskSettings(name="n1", level=1, room="!r:localhost", label="Référent", hours=BusinessHours(), closed_message="Fermé.")
+    assert "du lundi au vendredi, de 8 h à 17 h 30" in closed_notice(weekdays)
+    assert closed_notice(custom) == "Fermé."
 
 
 async def test_unreachable_homeserver_keeps_request(desk, store, transport):

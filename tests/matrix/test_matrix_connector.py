@@ -206,8 +206,11 @@ async def test_user_file_posted_in_thread(tmp_path, shipped_models, desk_rooms: 
         accepted = await entraide.runtime.assistant.desk.relay_attachment(
             conversation.id, "capture écran.png", "image/png", b"\x89PNG\r\n\x1a\n" + bytes(64), conversation.last_seq
         )
+        # The desk rooms are shared by the module's tests: look for this request's image only.
         posted = await rooms.view.wait(
-            lambda room_id, source: room_id == rooms.rooms["technique"] and source["content"].get("msgtype") == "m.image",
+            lambda room_id, source: room_id == rooms.rooms["technique"]
+            and source["content"].get("msgtype") == "m.image"
+            and source["content"].get("m.relates_to", {}).get("event_id") == root,
             "the image in the thread",
         )
 

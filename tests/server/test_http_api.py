@@ -257,3 +257,18 @@ async def test_cors_preflight_other_origin(client, server):
     headers = {"Origin": OTHER_ORIGIN, "Access-Control-Request-Method": "POST"}
     async with client.options(f"{server.url}/webhooks/rest/webhook", headers=headers) as response:
         assert "Access-Control-Allow-Origin" not in response.headers
+
+
+async def test_rest_receives_missed_expert_message(client, server):
+    from bot.dialogue.events import ExpertUttered
+
+    sender = "rest-missed"
+    await client.post(f"{server.url}/webhooks/rest/webhook", json={"sender": sender, "message": "bonjour"})
+    conversation = await server.runtime.store.conversation("rest", sender)
+    await server.runtime.assistant.deliver(conversation.id, ExpertUttered(text="Je regarde votre compte.", label="Assistance"))
+    async with client.post(f"{server.url}/webhooks/rest/webhook", json={"sender": sender, "message": "merci"}) as response:
+        body = await response.json()
+    async with client.post(f"{server.url}/webhooks/rest/webhook", json={"sender": sender, "message": "au revoir"}) as response:
+        later = await response.json()
+    assert body[0]["text"] == "Je regarde votre compte."
+    assert "Je regarde votre compte." not in [item["text"] for item in later]
