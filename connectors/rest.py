@@ -1,4 +1,4 @@
-"""Rasa's REST channel: ``POST /webhooks/rest/webhook`` answers with what the turn produced."""
+"""Rasa's REST channel: ``POST /webhooks/rest/webhook`` returns the messages of the turn."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ class RestConnector(Connector):
         message_id = body.get("message_id")
         if message_id is not None and not isinstance(message_id, str):
             raise json_error(400, "invalid_field", "'message_id' must be a string")
+
         store = self.assistant.store
         conversation = await store.conversation(CHANNEL, sender)
         key = f"rest:delivered:{conversation.id}"
@@ -73,6 +74,7 @@ class RestConnector(Connector):
             for message in await self.assistant.history(conversation.id, since=delivered)
             if message.role is not Role.USER and message.seq is not None and message.seq <= conversation.last_seq
         ]
+
         output = CollectingOutput(CHANNEL)
         await self.assistant.handle(
             IncomingMessage(channel=CHANNEL, sender_id=sender, text=text, message_id=message_id), output=output
@@ -85,7 +87,7 @@ class RestConnector(Connector):
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    """Read a JSON object body; raise a 4xx JSON error that says what is wrong."""
+    """Read a JSON object body; raise a 4xx JSON error that names the problem."""
     from bot.server import MAX_BODY_BYTES
 
     if request.content_type != "application/json":

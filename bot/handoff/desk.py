@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HandoffContext:
-    """What a desk needs to open a request for a conversation."""
+    """The conversation details a desk needs to open a request."""
 
     conversation_id: str
     channel: str
@@ -28,20 +28,20 @@ class HandoffContext:
 
 @dataclass(frozen=True)
 class HandoffTicket:
-    """What the user is told once the request exists."""
+    """The request's reference, desk and availability, as shown to the user."""
 
     reference: str
     desk: str | None
     desk_label: str | None
     available_now: bool
     notice: str | None = None
-    # False when no person will answer in the conversation: the request is only recorded, and the
-    # assistant keeps answering the user.
+    # False when no person replies in the conversation: the request is only recorded, and the
+    # assistant goes on handling the user's messages.
     relays: bool = True
 
 
 class HandoffDesk(abc.ABC):
-    """Where escalated conversations go: opens requests and relays the user's messages."""
+    """The destination of escalated conversations: opens requests and relays the user's messages."""
 
     @abc.abstractmethod
     async def open_request(self, context: HandoffContext, tracker: Tracker) -> HandoffTicket:
@@ -61,7 +61,7 @@ class HandoffDesk(abc.ABC):
     async def maybe_reopen(self, conversation_id: str, intent: str | None) -> bool:
         """Reopen the latest resolved request if the user writes again soon enough; True if reopened.
 
-        The assistant then relays the message to the desk instead of answering it.
+        The assistant then relays the message to the desk instead of handling it.
         """
         return False
 

@@ -1,7 +1,7 @@
 """The web widget's channel: a WebSocket per browser tab, the widget's static files and the demo page.
 
 Frames are JSON text (see docs/widget.md). Each conversation is keyed by a session id that the
-widget keeps in localStorage; messages carry the conversation's sequence numbers, so a widget that
+widget keeps in localStorage. Messages carry the conversation's sequence numbers, so a widget that
 reconnects with ``last_seq`` receives exactly what it missed.
 """
 
@@ -33,7 +33,7 @@ CLOSE_TOKEN = 4401
 CLOSE_ORIGIN = 4403
 CLOSE_RATE = 4429
 
-# What the widget shows when the server refuses something; French by default.
+# Error texts the widget shows when the server rejects a frame or a connection; French by default.
 ERRORS = {
     "token_invalid": "Votre identification n'a pas pu être vérifiée. Rechargez la page de l'ENT pour vous reconnecter.",
     "token_expired": "Votre session ENT a expiré. Rechargez la page pour vous reconnecter.",
@@ -199,7 +199,7 @@ class WebConnector(Connector):
             try:
                 identity = verify_token(str(token), self.settings.jwt_secret)
             except TokenRejected as exc:
-                logger.warning("widget token refused (%s) from %s: %s", exc.code, peer, exc.reason)
+                logger.warning("widget token rejected (%s) from %s: %s", exc.code, peer, exc.reason)
                 await self._error(socket, exc.code)
                 await socket.close(code=CLOSE_TOKEN, message=exc.code.encode())
                 return None
@@ -261,7 +261,7 @@ class WebConnector(Connector):
                 await self._error(socket, "bad_request")
                 continue
             if len(text) > self.settings.max_message_length:
-                logger.info("widget message over %d characters refused", self.settings.max_message_length)
+                logger.info("widget message over %d characters rejected", self.settings.max_message_length)
                 await self._error(socket, "too_long")
                 continue
             incoming = IncomingMessage(
@@ -294,7 +294,7 @@ class WebConnector(Connector):
                 return None
             return frame
         if message.type == WSMsgType.BINARY:
-            logger.info("binary widget frame from %s refused", peer)
+            logger.info("binary widget frame from %s rejected", peer)
             await socket.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
             return None
         if message.type == WSMsgType.ERROR:
