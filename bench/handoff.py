@@ -1,7 +1,7 @@
 """Handoff relay benchmark: expert to user and user to expert, through a real Synapse on 127.0.0.1.
 
-Run it by hand from the repository root; it is never part of the test suite. It needs the test
-extra (matrix-synapse, matrix-nio):
+Run it by hand from the repository root. It is never part of the test suite, and it needs the
+test extra (matrix-synapse, matrix-nio):
 
     python -m bench.handoff --messages 100
 
@@ -53,7 +53,7 @@ FRAME_TIMEOUT = 30.0
 
 
 class Inbox:
-    """Items received by a background reader, each with its arrival time; wait for one that matches."""
+    """Items received by a background reader, each with its arrival time, and a wait for one that matches."""
 
     def __init__(self) -> None:
         self.items: list[tuple[float, Any]] = []

@@ -1,6 +1,6 @@
 """Load benchmark of ``entraide run``: widget users over WebSocket, REST turns and ``/model/parse``.
 
-Run it by hand from the repository root; it is never part of the test suite:
+Run it by hand from the repository root. It is never part of the test suite:
 
     python -m bench.load --spawn --users 100 500 1000 --messages 5 --think 10 --duration 60
 
@@ -49,7 +49,7 @@ logger = logging.getLogger("bench.load")
 
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
-# Limits that no benchmark reaches; the shipped defaults are per client address and all simulated
+# Limits that no benchmark reaches. The shipped defaults apply per client address, and all simulated
 # users come from 127.0.0.1.
 UNREACHABLE_LIMIT = 1_000_000_000
 READY_TIMEOUT = 300.0
@@ -128,7 +128,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_config(directory: Path, models: Path | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """Write a copy of the repository's config.yml for benchmarks into ``directory``; return its path.
+    """Write a copy of the repository's config.yml for benchmarks into ``directory`` and return its path.
 
     The copy reads the repository's data, keeps models in ``models`` (default ``directory/models``),
     stores into ``directory/bench.db`` and raises every rate limit out of reach. ``extra`` is merged
@@ -200,7 +200,7 @@ def cpu_seconds(pid: int) -> float | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # The command name is in parentheses and may contain spaces; fields 14 and 15 follow it.
+    # The command name is in parentheses and may contain spaces, so fields 14 and 15 are counted after it.
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -257,7 +257,7 @@ class SpawnedServer:
         return self.process.pid
 
     def start(self, timeout: float = READY_TIMEOUT) -> float:
-        """Launch the server and wait for ``/readyz``; return the seconds from launch to ready."""
+        """Launch the server, wait for ``/readyz`` and return the seconds from launch to ready."""
         if self.process is not None:
             raise RuntimeError(f"SpawnedServer is already running (PID {self.process.pid})")
         self.port = free_port()
@@ -281,7 +281,7 @@ class SpawnedServer:
         return self.ready_seconds
 
     def stop(self) -> None:
-        """Send SIGTERM, then SIGKILL after ``STOP_TIMEOUT`` seconds; do nothing when not running."""
+        """Send SIGTERM, then SIGKILL after ``STOP_TIMEOUT`` seconds. Do nothing when not running."""
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
@@ -388,7 +388,7 @@ class Probe:
 
 
 class TurnFailed(Exception):
-    """A widget turn ended without a bot reply; ``kind`` names why (timeout, closed, error:<code>)."""
+    """A widget turn that ended without a bot reply. ``kind`` names why (timeout, closed, error:<code>)."""
 
     def __init__(self, kind: str) -> None:
         super().__init__(kind)

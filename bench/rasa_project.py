@@ -89,7 +89,7 @@ def entraide_thresholds() -> dict[str, float | int]:
 
 
 def convert_data_file(source: Path, target: Path) -> list[str]:
-    """Copy one YAML data file without the keys Rasa rejects; return the keys left out.
+    """Copy one YAML data file without the keys Rasa rejects and return the keys left out.
 
     A file that keeps nothing but ``version`` is not written.
     """
@@ -114,7 +114,7 @@ def convert_data_file(source: Path, target: Path) -> list[str]:
 
 
 def write_project(out: Path, epochs: int = 100, seed: int = 42) -> list[str]:
-    """Write the project into ``out``; return one line per conversion made."""
+    """Write the project into ``out`` and return one line per conversion made."""
     if out.resolve().is_relative_to(REPO):
         raise SystemExit(f"error: {out} is inside the repository; write the Rasa project elsewhere")
     if out.exists() and any(out.iterdir()):

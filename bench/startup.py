@@ -1,6 +1,6 @@
 """Startup benchmark: training time, time from launch to ready and peak memory, for entraide and Rasa.
 
-Run it by hand from the repository root; it is never part of the test suite:
+Run it by hand from the repository root. It is never part of the test suite:
 
     python -m bench.startup --repeat 3 \\
         --rasa-python /tmp/rasa-venv/bin/python --rasa-project /tmp/rasa-entraide
@@ -58,7 +58,7 @@ def warm_up(base_url: str, turns: int) -> None:
 
 
 def timed_command(command: list[str], cwd: Path, log_path: Path, environment: dict[str, str] | None = None) -> float:
-    """Run ``command`` to its end; return its wall time in seconds; raise when it fails."""
+    """Run ``command`` to its end and return its wall time in seconds. Raise RuntimeError when it fails."""
     started = time.perf_counter()
     with log_path.open("ab") as log:
         completed = subprocess.run(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
