@@ -11,7 +11,7 @@ from bot.dialogue.events import Event, SlotSet
 
 
 def diagnose_fault(context: ActionContext) -> ActionResult:
-    """Set ``fault_origin`` to ``infrastructure`` or ``ent`` from the diagnosis slots, and say what it means."""
+    """Set ``fault_origin`` to ``infrastructure`` or ``ent`` from the diagnosis slots, and utter its explanation."""
     slots = context.tracker.slots
     other_sites_ok = slots.get("other_sites_ok")
     place = slots.get("place")
@@ -25,5 +25,5 @@ def diagnose_fault(context: ActionContext) -> ActionResult:
     return ActionResult(events)
 
 
-# Responses this action utters, so that `entraide check` knows they are used.
+# Responses this action utters, so that `entraide check` counts them as used.
 diagnose_fault.uses_responses = ("utter_diagnosis_ent", "utter_diagnosis_infrastructure")

@@ -9,7 +9,7 @@
     ├── DialogueError          an action or a policy cannot run
     ├── StorageError           the database cannot be reached or holds unexpected data
     ├── ConnectorError         a channel cannot start or send
-    │   └── RecipientBlocked   the channel says the user blocked the assistant
+    │   └── RecipientBlocked   the channel reports that the user blocked the assistant
     └── HandoffError           a request, desk or routing rule is wrong
 """
 
@@ -37,7 +37,7 @@ class DialogueError(EntraideError):
 
 
 class StorageError(EntraideError):
-    """Raised when the store cannot be reached or holds unexpected data."""
+    """Raised when the store cannot be reached or contains unexpected data."""
 
 
 class ConnectorError(EntraideError):

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 
 class ConversationLocks:
-    """FIFO locks keyed by conversation; a lock is dropped when nobody holds or waits for it."""
+    """FIFO locks keyed by conversation; a lock is dropped when no task holds or awaits it."""
 
     def __init__(self) -> None:
         self._locks: dict[str, asyncio.Lock] = {}

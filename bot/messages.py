@@ -11,7 +11,7 @@ from bot.data.domain import Button
 
 
 class Role(enum.Enum):
-    """Who wrote a message of the transcript."""
+    """The author of a transcript message."""
 
     USER = "user"
     BOT = "bot"
@@ -21,7 +21,7 @@ class Role(enum.Enum):
 
 @dataclass(frozen=True)
 class Identity:
-    """What a channel vouches for about the user (a verified ENT token, a Matrix account)."""
+    """The user's details that a channel has verified (a signed ENT token, a Matrix account)."""
 
     profile: str | None = None
     school: str | None = None

@@ -34,8 +34,8 @@ class CollectingOutput:
 class Outbox:
     """Route messages to registered channels by the conversation's channel name.
 
-    A channel with ``fan_out = True`` holds connections in one worker only (widget WebSockets): its
-    messages go through the coordinator, which hands them to every worker's ``deliver_local``.
+    A channel with ``fan_out = True`` keeps its connections in one worker only (widget WebSockets), so
+    its messages go through the coordinator, which passes them to every worker's ``deliver_local``.
     """
 
     def __init__(self, coordinator=None) -> None:

@@ -10,7 +10,7 @@ from bot.messages import OutgoingMessage
 class Connector(abc.ABC):
     """A channel between users and the assistant.
 
-    ``start`` begins receiving (polling, sync loop, HTTP routes) and ``stop`` ends it; ``send``
+    ``start`` begins receiving (polling, sync loop, HTTP routes) and ``stop`` ends it. ``send``
     delivers one message to one recipient and raises ConnectorError (or RecipientBlocked) on failure.
     """
 

@@ -133,7 +133,7 @@ async def test_handoff_creates_request(runtime):
 
 
 async def test_recorded_request_keeps_assistant(runtime):
-    # Without expert desks the request is only recorded: the assistant goes on answering.
+    # Without expert desks the request is only recorded, so the assistant goes on replying.
     for text in ["je veux parler à un humain", "je suis parent", "0751234A", "problème de connexion à Pronote"]:
         replies = await runtime.assistant.handle(message(text))
     after = await runtime.assistant.handle(message("bonjour"))

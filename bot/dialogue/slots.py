@@ -28,7 +28,7 @@ def validate_school(value: Any) -> Any:
 
 
 def validate_description(value: Any) -> Any:
-    """Accept a description of at least two words and MIN_DESCRIPTION_LENGTH characters; "ok" is none."""
+    """Accept a description of at least two words and MIN_DESCRIPTION_LENGTH characters, so "ok" is rejected."""
     text = str(value).strip()
     return text if len(text) >= MIN_DESCRIPTION_LENGTH and len(text.split()) >= 2 else None
 

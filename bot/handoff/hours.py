@@ -30,7 +30,7 @@ def _french_days(days: list[int]) -> str:
 
 
 def closed_notice(desk) -> str:
-    """Return what a user is told outside the desk's hours: its own message, or one built from its hours."""
+    """Return the message users get outside the desk's hours: its own, or one built from its hours."""
     if desk.closed_message:
         return desk.closed_message
     hours = desk.hours

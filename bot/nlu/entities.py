@@ -47,7 +47,7 @@ class Entity:
 class EntityExtractor:
     """Find entities in a message.
 
-    ``regexes`` and ``lookups`` map an entity name to patterns or known values; ``synonyms`` maps a
+    ``regexes`` and ``lookups`` map an entity name to patterns or known values. ``synonyms`` maps a
     surface form (any case, with or without accents) to the value to report. Mentions of the
     ``self_entities`` that follow a first-person cue get the role ``self``, so slot mappings can
     tell "je suis prof" from "mon prof".

@@ -1,6 +1,6 @@
 """French text normalisation for the NLU features.
 
-The folded view that the classifier sees is lower-case, accent-free, with apostrophes and elisions
+The folded view that the classifier reads is lower-case, accent-free, with apostrophes and elisions
 expanded (``j'ai`` and ``j ai`` become ``je ai``), letters repeated three times or more collapsed
 (``nooon`` -> ``non``), and SMS spellings replaced through the maintainers' ``spelling:`` table
 (``mdp`` -> ``mot de passe``). Merged forms such as ``jai`` become ``je ai`` only through that table.
