@@ -81,6 +81,8 @@ class ExpertDesk(HandoffDesk):
         self._pending = True
         # User messages (request id, seq) that a relay attempt left out of the thread.
         self._waiting: set[tuple[int, int]] = set()
+        # Requests whose card is being posted right now, which flush_pending must not post again.
+        self._posting: set[int] = set()
         self._started_at = utcnow()
 
     def attach(self, user_side: UserSide, renderer: ResponseRenderer | None = None) -> None:
@@ -243,7 +245,11 @@ class ExpertDesk(HandoffDesk):
             return 0
         self._pending = False
         posted = 0
-        for request in await self.book.unposted():
+        for waiting in await self.book.unposted():
+            # Read again: a turn may have posted the card meanwhile, or be posting it now.
+            request = await self.book.by_id(waiting.id)
+            if request is None or request.posted or request.id in self._posting:
+                continue
             desk = self.router.desks.get(request.desk or "")
             if desk is None:
                 logger.error("request %s names desk %r, which config.yml no longer has; it stays unposted", request.reference, request.desk)
@@ -306,6 +312,15 @@ class ExpertDesk(HandoffDesk):
             origin=origin,
             reason=reason,
         )
+        if request.id in self._posting:
+            return False
+        self._posting.add(request.id)
+        try:
+            return await self._post_card(request, desk, room_id, facts)
+        finally:
+            self._posting.discard(request.id)
+
+    async def _post_card(self, request: Request, desk: DeskSettings, room_id: str | None, facts: cards.CardFacts) -> bool:
         # Read before posting: a user message stored meanwhile comes after the card and is relayed later.
         conversation = await self.store.conversation_by_id(request.conversation_id)
         try:

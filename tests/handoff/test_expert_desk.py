@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -152,6 +154,31 @@ async def test_flush_posts_waiting_card_and_tells_user(desk, store, transport, u
     assert request.posted is True
     assert request.thread_root == transport.posts[-1].event_id
     assert user.received[-1].text.startswith(f"Votre demande {request.reference} est maintenant transmise")
+
+
+async def test_card_posted_once_when_flush_runs_during_the_turn(desk, store, transport, monkeypatch):
+    posting = transport.post
+    in_flight = asyncio.Event()
+    release = asyncio.Event()
+
+    async def held_post(room_id, message, anchor=None):
+        if not in_flight.is_set():
+            # The turn's post waits here while a sync calls flush_pending.
+            in_flight.set()
+            await release.wait()
+        return await posting(room_id, message, anchor)
+
+    monkeypatch.setattr(transport, "post", held_post)
+    turn = asyncio.ensure_future(open_request(desk, store))
+    await in_flight.wait()
+    await desk.flush_pending()
+    release.set()
+    _, request = await turn
+    await desk.flush_pending()
+
+    cards = [post for post in transport.posts if post.text.body.startswith("Nouvelle demande")]
+    assert len(cards) == 1
+    assert request.thread_root == cards[0].event_id
 
 
 async def test_user_message_goes_into_thread(desk, store, transport):
