@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from bot.config import Settings
 from bot.data.project import Project
 from bot.dialogue.engine import DialogueEngine
-from bot.dialogue.events import BotUttered, Event, ExpertUttered, HandoffEnded, HandoffStarted, SlotSet, UserUttered
+from bot.dialogue.events import BotUttered, Event, ExpertUttered, HandoffEnded, Restarted, SessionStarted, SlotSet, UserUttered
 from bot.dialogue.tracker import Tracker
 from bot.coordination import LocalCoordinator
 from bot.messages import ConversationKey, IncomingMessage, OutgoingMessage, Role
@@ -19,11 +22,10 @@ from bot.nlu.model import NluModel
 from bot.nlu.normalize import clean
 from bot.outbox import OutputChannel, Outbox
 from bot.redaction import mask_passwords
-from bot.storage.store import Store, utcnow
+from bot.storage.store import ConversationInfo, DuplicateMessage, Store, utcnow
 
 if TYPE_CHECKING:
     from bot.handoff.desk import HandoffDesk
-    from bot.storage.tables import Conversation
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,42 @@ RELAY_INTENT = "relayed_to_desk"
 # Messages with these intents never reopen a resolved request.
 SMALL_TALK = {"greet", "thank", "goodbye", "affirm", "deny", "bot_challenge"}
 _SCORE = re.compile(r"^\s*([1-5])\s*(/\s*5)?\s*[.!]*\s*$")
+# How many conversations keep their session's events in memory between turns. A turn checks the
+# conversation's last sequence number first, so another worker's writes are read, never missed.
+RECENT_CONVERSATIONS = 1024
+
+
+@dataclass
+class _Recent:
+    """The events of a conversation's current session, up to sequence number ``seq``."""
+
+    conversation_id: str
+    seq: int
+    events: list[Event]
+
+
+def _current_session(events: list[Event]) -> list[Event]:
+    """Return ``events`` from the last session start or restart on, that event included."""
+    for index in range(len(events) - 1, -1, -1):
+        if isinstance(events[index], (SessionStarted, Restarted)):
+            return events[index:]
+    return events
+
+
+def _conversation_changes(events: list[Event]) -> dict[str, object]:
+    """Return the conversation columns that these events change."""
+    changes: dict[str, object] = {}
+    for event in events:
+        if isinstance(event, HandoffEnded):
+            changes["status"] = "active"
+        elif isinstance(event, SlotSet) and event.name in {"profile", "school"}:
+            changes[event.name] = event.value
+    return changes
+
+
+def _log_orphan_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("a turn whose caller went away failed", exc_info=task.exception())
 
 
 def sanitize(text: str) -> str:
@@ -66,45 +104,82 @@ class Assistant:
         self.engine = DialogueEngine(project.domain, project.stories, settings, seed=seed)
         self.coordinator = coordinator or (self.outbox.coordinator if self.outbox.coordinator is not None else LocalCoordinator())
         self.max_length = settings.channels.web.max_message_length
+        self._recent: OrderedDict[str, _Recent] = OrderedDict()
+        self._running: set[asyncio.Task] = set()
 
     # ----- entry points -----
 
     async def handle(
-        self, message: IncomingMessage, output: OutputChannel | None = None, echo_user: bool = False
+        self, message: IncomingMessage, output: OutputChannel | None = None, echo_user: bool = False, catch_up: bool = False
     ) -> list[OutgoingMessage]:
         """Handle one user message; return the assistant's replies, also sent through ``output`` or the Outbox.
 
         With ``echo_user``, the user's own message comes first, with its sequence number and its
         ``message_id`` in the metadata, for channels that show the transcript (the web widget).
+        With ``catch_up``, for channels without push, bot and expert messages the user has not
+        received yet come first, and everything returned counts as received.
         A message whose channel id was already handled is ignored and returns an empty list.
+
+        The turn runs in its own task: if the caller is cancelled (a client that disconnects), the
+        turn still finishes and is stored, and its replies wait in the transcript.
         """
+        task = asyncio.ensure_future(self._handle(message, output, echo_user, catch_up))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                logger.info("caller of a turn on channel %s went away; the turn goes on", message.channel)
+                task.add_done_callback(_log_orphan_failure)
+            raise
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait for the turns in progress, at most ``timeout`` seconds; used when the server stops."""
+        if self._running:
+            logger.info("waiting for %d turns in progress", len(self._running))
+            await asyncio.wait(set(self._running), timeout=timeout)
+
+    async def _handle(
+        self, message: IncomingMessage, output: OutputChannel | None, echo_user: bool, catch_up: bool
+    ) -> list[OutgoingMessage]:
         key = ConversationKey(message.channel, message.sender_id)
         lock_key = f"{key.channel}\x00{key.sender_id}"
         async with self.coordinator.hold(lock_key):
-            if message.message_id is not None and not await self.store.mark_processed(message.channel, message.message_id):
+            recent = self._recent.pop(lock_key, None)
+            known = (recent.conversation_id, recent.seq) if recent is not None else None
+            start = await self.store.open_turn(key.channel, key.sender_id, message.message_id, known, catch_up)
+            if start.duplicate:
                 logger.info("duplicate message channel=%s message=%s ignored", message.channel, message.message_id)
                 return []
-            conversation = await self.store.conversation(key.channel, key.sender_id)
+            conversation = start.conversation
             logger.info(
                 "inbound message channel=%s conversation=%s message=%s", message.channel, conversation.id, message.message_id
             )
             started = time.perf_counter()
+            earlier = [item.event for item in start.events]
+            if recent is not None and not start.from_session_start:
+                earlier = recent.events + earlier
+            earlier = _current_session(earlier)
+            tracker = Tracker(conversation.id, self.project.domain, earlier)
+            events = await self._turn(conversation, tracker, message)
+            processed = (message.channel, message.message_id) if message.message_id is not None else None
             try:
-                events = await self._turn(conversation, message)
-                seqs = await self.store.append_events(conversation.id, events)
-            except BaseException:
-                # Nothing of the turn was stored: let the channel deliver the message again.
-                if message.message_id is not None:
-                    await self.store.forget_processed(message.channel, message.message_id)
-                raise
-            await self._after_turn(conversation, events)
+                seqs = await self.store.record_turn(conversation.id, events, processed, _conversation_changes(events), delivered=catch_up)
+            except DuplicateMessage:
+                logger.info("message channel=%s message=%s was handled elsewhere meanwhile", message.channel, message.message_id)
+                return []
+            if not seqs or seqs[0] == conversation.last_seq + 1:
+                # Nobody wrote in between: what this turn holds is the whole session.
+                self._remember(lock_key, _Recent(conversation.id, seqs[-1] if seqs else conversation.last_seq, _current_session(earlier + events)))
             relayed = [
                 (event, seq) for event, seq in zip(events, seqs) if isinstance(event, UserUttered) and event.intent == RELAY_INTENT
             ]
             for event, seq in relayed:
                 # Relay only after the message is stored, so nothing the user wrote can be lost.
                 await self.desk.relay_from_user(conversation.id, event.text, seq)
-            outgoing = [
+            owed = [self._outgoing(item.event, item.seq) for item in start.owed]
+            outgoing = owed + [
                 self._outgoing(event, seq)
                 for event, seq in zip(events, seqs)
                 if isinstance(event, (BotUttered, ExpertUttered)) or (echo_user and isinstance(event, UserUttered))
@@ -117,6 +192,11 @@ class Assistant:
                 await self.outbox.send(key, item, conversation.id)
         return outgoing
 
+    def _remember(self, key: str, recent: _Recent) -> None:
+        self._recent[key] = recent
+        if len(self._recent) > RECENT_CONVERSATIONS:
+            self._recent.popitem(last=False)
+
     async def deliver(self, conversation_id: str, event: Event) -> OutgoingMessage | None:
         """Persist a message from outside the turn (an expert's reply) and push it to the user."""
         conversation = await self.store.conversation_by_id(conversation_id)
@@ -124,8 +204,7 @@ class Assistant:
             raise LookupError(f"conversation {conversation_id} not found")
         key = ConversationKey(conversation.channel, conversation.sender_id)
         async with self.coordinator.hold(f"{key.channel}\x00{key.sender_id}"):
-            (seq,) = await self.store.append_events(conversation_id, [event])
-            await self._after_turn(conversation, [event])
+            (seq,) = await self.store.record_turn(conversation_id, [event], values=_conversation_changes([event]))
         if not isinstance(event, (BotUttered, ExpertUttered)):
             return None
         outgoing = self._outgoing(event, seq)
@@ -147,8 +226,7 @@ class Assistant:
 
     # ----- one turn -----
 
-    async def _turn(self, conversation: Conversation, message: IncomingMessage) -> list[Event]:
-        tracker = await self.tracker(conversation.id)
+    async def _turn(self, conversation: ConversationInfo, tracker: Tracker, message: IncomingMessage) -> list[Event]:
         context = self.engine.context(tracker, message.channel, identity=message.identity, services={"desk": self.desk, "assistant": self})
         events: list[Event] = []
         # The conversation's very first message: a restart or a new session shows no notice again.
@@ -182,7 +260,7 @@ class Assistant:
         return turn[:position] + notices + turn[position:]
 
     async def _respond(
-        self, conversation: Conversation, tracker: Tracker, context, message: IncomingMessage, content: str, text: str
+        self, conversation: ConversationInfo, tracker: Tracker, context, message: IncomingMessage, content: str, text: str
     ) -> list[Event]:
         events: list[Event] = []
         if not content.strip():
@@ -212,7 +290,12 @@ class Assistant:
             message_id=message.message_id,
             channel=message.channel,
         )
-        if self.desk is not None and user.intent not in SMALL_TALK and await self.desk.maybe_reopen(conversation.id, user.intent):
+        if (
+            self.desk is not None
+            and conversation.request_id is not None
+            and user.intent not in SMALL_TALK
+            and await self.desk.maybe_reopen(conversation.id, user.intent)
+        ):
             # The request was resolved a short while ago: this message goes back to the experts.
             user.intent = RELAY_INTENT
             return events + [user]
@@ -224,7 +307,7 @@ class Assistant:
         uttered = context.utter(response)
         return [user] + ([uttered] if uttered else [])
 
-    async def _during_handoff(self, conversation: Conversation, tracker: Tracker, context, message: IncomingMessage, text: str) -> list[Event]:
+    async def _during_handoff(self, conversation: ConversationInfo, tracker: Tracker, context, message: IncomingMessage, text: str) -> list[Event]:
         if _LEAVE_HANDOFF.match(text):
             user = UserUttered(text=text, intent="back_to_bot", confidence=1.0, message_id=message.message_id, channel=message.channel)
             await self.desk.user_left(conversation.id, "user asked to go back to the assistant")
@@ -238,17 +321,6 @@ class Assistant:
 
         request = await RequestBook(self.store).latest_for_conversation(conversation_id)
         return request.reference if request else None
-
-    async def _after_turn(self, conversation: Conversation, events: list[Event]) -> None:
-        for event in events:
-            if isinstance(event, HandoffStarted):
-                refreshed = await self.store.conversation_by_id(conversation.id)
-                conversation.status = refreshed.status if refreshed else "handoff"
-            elif isinstance(event, HandoffEnded):
-                conversation.status = "active"
-                await self.store.update_conversation(conversation.id, status="active")
-            elif isinstance(event, SlotSet) and event.name in {"profile", "school"}:
-                await self.store.update_conversation(conversation.id, **{event.name: event.value})
 
     def _session_expired(self, tracker: Tracker) -> bool:
         if not tracker.events:

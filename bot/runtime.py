@@ -63,6 +63,8 @@ class Runtime:
         self.assistant = Assistant(
             self.settings, self.project, self.model, self.store, self.outbox, desk, seed=self.seed, coordinator=self.coordinator
         )
+        # Registered after the store, so it runs before the store closes.
+        self._stack.push_async_callback(self.assistant.drain)
         if self.matrix is not None:
             self.matrix.attach(self.assistant)
         if hasattr(desk, "attach"):

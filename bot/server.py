@@ -20,6 +20,8 @@ access_logger = logging.getLogger("bot.server.access")
 RUNTIME = web.AppKey("runtime", Runtime)
 CONNECTORS = web.AppKey("connectors", list)
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
+# Seconds /readyz waits for its write check before it reports the store as not ready.
+READINESS_TIMEOUT = 5.0
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; "
@@ -121,10 +123,11 @@ async def readyz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     checks = {"model": runtime.model is not None}
     try:
-        await runtime.store.ping()
+        # A write, not only a read: a database that still answers queries can refuse every write.
+        await asyncio.wait_for(runtime.store.check_write(), READINESS_TIMEOUT)
         checks["store"] = True
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-        logger.warning("readiness: store unreachable: %s", exc)
+        logger.warning("readiness: store cannot write: %r", exc)
         checks["store"] = False
     for connector in request.app[CONNECTORS]:
         checks[f"connector:{connector.name}"] = connector.ready
@@ -196,13 +199,22 @@ async def _connectors_context(app: web.Application):
                 logger.exception("connector %s failed to stop", connector.name)
 
 
+def make_runner(app: web.Application) -> web.AppRunner:
+    """Return the runner of ``app``.
+
+    A client that disconnects does not cancel its request's handler: a turn it started is stored
+    whole, and its replies wait for the next request or the widget's history.
+    """
+    return web.AppRunner(app, access_log=None, handler_cancellation=False)
+
+
 async def serve(settings: Settings, host: str, port: int, ready: asyncio.Event | None = None) -> None:
     """Run the server until SIGINT or SIGTERM."""
     started = time.perf_counter()
     settings.check_secrets()
     async with Runtime(settings, progress=lambda text: logger.info("%s", text)) as runtime:
         app = build_app(runtime)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        runner = make_runner(app)
         await runner.setup()
         try:
             site = web.TCPSite(runner, host, port)

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.assistant import Assistant
-from bot.messages import IncomingMessage, OutgoingMessage, Role
+from bot.messages import IncomingMessage, OutgoingMessage
 from bot.outbox import CollectingOutput
 from connectors.base import Connector
 
@@ -65,25 +65,25 @@ class RestConnector(Connector):
         if message_id is not None and not isinstance(message_id, str):
             raise json_error(400, "invalid_field", "'message_id' must be a string")
 
-        store = self.assistant.store
-        conversation = await store.conversation(CHANNEL, sender)
-        key = f"rest:delivered:{conversation.id}"
-        delivered = int(await store.get_state(key) or 0)
-        missed = [
-            message
-            for message in await self.assistant.history(conversation.id, since=delivered)
-            if message.role is not Role.USER and message.seq is not None and message.seq <= conversation.last_seq
-        ]
-
         output = CollectingOutput(CHANNEL)
         await self.assistant.handle(
-            IncomingMessage(channel=CHANNEL, sender_id=sender, text=text, message_id=message_id), output=output
+            IncomingMessage(channel=CHANNEL, sender_id=sender, text=text, message_id=message_id), output=output, catch_up=True
         )
-        replies = missed + [message for _, message in output.messages]
-        latest = max((message.seq for message in replies if message.seq is not None), default=delivered)
-        if latest > delivered:
-            await store.set_state(key, str(latest))
+        replies = [message for _, message in output.messages]
+        if request.transport is None or request.transport.is_closing():
+            await self._keep_owed(sender, replies)
         return web.json_response([rasa_message(sender, message) for message in replies])
+
+
+    async def _keep_owed(self, sender: str, replies: list[OutgoingMessage]) -> None:
+        """The client left before its response: owe it these replies again in the next response."""
+        seqs = [message.seq for message in replies if message.seq is not None]
+        conversation = await self.assistant.store.conversation(CHANNEL, sender, create=False)
+        if not seqs or conversation is None:
+            return
+        # A duplicate in a later response is better than a reply that nobody read.
+        await self.assistant.store.update_conversation(conversation.id, delivered_seq=min(seqs) - 1)
+        logger.info("rest client of conversation %s left before its response; %d replies kept for later", conversation.id, len(seqs))
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:

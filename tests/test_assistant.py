@@ -143,21 +143,16 @@ async def test_recorded_request_keeps_assistant(runtime):
     assert conversation.status == "active"
 
 
-async def test_session_expiry_starts_new_session(runtime):
+async def test_session_expiry_starts_new_session(runtime, monkeypatch):
     from datetime import timedelta
+
+    import bot.assistant
+    from bot.storage.store import utcnow
 
     await runtime.assistant.handle(message("bonjour"))
     conversation = await runtime.store.conversation("test", "user-1")
-    # Age the stored events so the next message arrives after the session expired.
-    from sqlalchemy import update
-
-    from bot.storage.tables import EventRow
-
-    async with runtime.store.session() as session:
-        async with session.begin():
-            rows = (await session.scalars(select(EventRow).where(EventRow.conversation_id == conversation.id))).all()
-            for row in rows:
-                await session.execute(update(EventRow).where(EventRow.id == row.id).values(timestamp=row.timestamp - timedelta(hours=5)))
+    # The next message arrives five hours later, after the session expired.
+    monkeypatch.setattr(bot.assistant, "utcnow", lambda: utcnow() + timedelta(hours=5))
     await runtime.assistant.handle(message("bonjour"))
     types = [item.event.kind for item in await runtime.store.events(conversation.id)]
     assert types.count("session_started") == 2
@@ -249,15 +244,46 @@ async def test_form_rejects_short_description(runtime):
 
 
 async def test_failed_turn_can_be_retried(runtime, monkeypatch):
-    original = runtime.store.append_events
+    original = runtime.store.record_turn
 
-    async def failing(conversation_id, events):
+    async def failing(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(runtime.store, "append_events", failing)
+    monkeypatch.setattr(runtime.store, "record_turn", failing)
     with pytest.raises(OSError):
         await runtime.assistant.handle(message("bonjour", message_id="retry-1"))
-    monkeypatch.setattr(runtime.store, "append_events", original)
+    monkeypatch.setattr(runtime.store, "record_turn", original)
     replies = await runtime.assistant.handle(message("bonjour", message_id="retry-1"))
     assert len(replies) > 0
     assert len(await user_events(runtime)) == 1
+
+
+async def test_turn_finishes_when_its_caller_is_cancelled(runtime):
+    caller = asyncio.ensure_future(runtime.assistant.handle(message("j'ai oublié mon mot de passe", message_id="gone-1")))
+    await asyncio.sleep(0)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await runtime.assistant.drain()
+    conversation = await runtime.store.conversation("test", "user-1")
+    kinds = [item.event.kind for item in await runtime.store.events(conversation.id)]
+    assert "user" in kinds and "bot" in kinds
+    # The stored message id stops a retry from handling it twice, and the next message is served.
+    assert await runtime.assistant.handle(message("j'ai oublié mon mot de passe", message_id="gone-1")) == []
+    assert answers(await runtime.assistant.handle(message("merci", message_id="gone-2")))
+
+
+async def test_two_workers_continue_each_others_form(shipped_settings):
+    """Two assistants on one database, as two workers: each reads what the other wrote."""
+    async with Runtime(shipped_settings, seed=0) as first, Runtime(shipped_settings, seed=0) as second:
+        for runtime in (first, second):
+            runtime.outbox.register(CollectingOutput("test"))
+        await first.assistant.handle(message("je veux parler à un humain"))
+        replies = await second.assistant.handle(message("je suis parent"))
+        assert replies[-1].response == "utter_ask_school"
+        # The first worker still holds the conversation as it was before the second one's turn.
+        replies = await first.assistant.handle(message("Je ne connais pas le code", payload='/inform_school{"school": "inconnu"}'))
+        tracker = await first.assistant.tracker((await first.store.conversation("test", "user-1")).id)
+    assert tracker.slots["profile"] == "parent"
+    assert tracker.slots["school"] == "inconnu"
+    assert replies[-1].response == "utter_ask_description"

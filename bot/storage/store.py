@@ -2,27 +2,43 @@
 
 One ``Store`` per process. SQLite (the default, in WAL mode) or PostgreSQL through asyncpg, chosen by
 the URL; the schema comes from the Alembic migrations.
+
+The frequent operations (a turn's two steps, events, connector state, de-duplication) are plain
+functions over a synchronous connection, run by ``Store.run`` in one transaction. On a SQLite file
+they run on one dedicated thread with its own connection: the database then has a single writer
+for them, and a transaction costs one hop between threads instead of one per statement. Elsewhere
+(PostgreSQL, in-memory SQLite) they run on the async engine through ``run_sync``. Less frequent work
+(requests, migrations) uses ORM sessions from ``Store.session``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-from sqlalchemy import delete, event, func, select, text, update
+from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select, text, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from bot.dialogue.events import Event, event_from_record
+from bot.dialogue.events import Event
 from bot.errors import StorageError
-from bot.storage import migrate
+from bot.storage import migrate, turns
 from bot.storage.tables import ConnectorState, Conversation, EventRow, ProcessedMessage
+from bot.storage.turns import SESSION_BOUNDARIES, ConversationInfo, DuplicateMessage, StoredEvent, TurnStart
 
 logger = logging.getLogger(__name__)
-SESSION_BOUNDARIES = ("session_started", "restart")
+T = TypeVar("T")
+BUSY_TIMEOUT_MS = 30_000
+READINESS_WAIT_MS = 2_000
+_state = ConnectorState.__table__
+_processed = ProcessedMessage.__table__
+_conversations = Conversation.__table__
+_events = EventRow.__table__
 
 
 def utcnow() -> datetime:
@@ -36,12 +52,6 @@ def aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc)
 
 
-@dataclass(frozen=True)
-class StoredEvent:
-    seq: int
-    event: Event
-
-
 class Store:
     """Async access to the database; call ``start`` before use and ``stop`` at the end."""
 
@@ -49,6 +59,9 @@ class Store:
         self.url = url
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
+        # SQLite files only: the synchronous engine and the one thread that uses it.
+        self._sync_engine: Engine | None = None
+        self._thread: ThreadPoolExecutor | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -81,22 +94,64 @@ class Store:
         try:
             if migrate_schema:
                 await migrate.upgrade(self._engine)
+            if is_sqlite and self._engine.url.database not in (None, "", ":memory:"):
+                self._open_thread()
             await self.ping()
         except (OSError, SQLAlchemyError) as exc:
             await self.stop()
             raise StorageError(f"cannot open the database {self._redacted()}: {exc}") from None
         logger.info("store opened (%s)", self._redacted())
 
+    def _open_thread(self) -> None:
+        url = make_url(self.url).set(drivername="sqlite+pysqlite")
+        # One connection, always used from the same thread; the pool hands it back after each run.
+        self._sync_engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=1, max_overflow=0)
+        event.listen(self._sync_engine, "connect", _sqlite_pragmas)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="entraide-sqlite")
+
     async def stop(self) -> None:
+        if self._thread is not None:
+            thread, self._thread = self._thread, None
+            # Let a transaction already handed to the thread finish before the connection closes.
+            await asyncio.get_running_loop().run_in_executor(None, thread.shutdown, True)
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+            self._sync_engine = None
         if self._engine is not None:
             await self._engine.dispose()
             logger.info("store closed")
         self._engine = None
         self._sessions = None
 
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(connection, *args)`` in one transaction and return its result.
+
+        The transaction commits when the function returns and rolls back when it raises. Once
+        handed to the database thread, a transaction finishes even if the awaiting task is
+        cancelled, so a client that goes away cannot leave the database locked.
+        """
+        if self._thread is not None:
+            future = self._thread.submit(self._run_in_thread, function, args)
+            return await asyncio.shield(asyncio.wrap_future(future))
+        async with self.engine.begin() as connection:
+            return await connection.run_sync(function, *args)
+
+    def _run_in_thread(self, function: Callable[..., T], args: tuple) -> T:
+        with self._sync_engine.begin() as connection:
+            return function(connection, *args)
+
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
+        if self._thread is not None:
+            await self.run(_select_one)
+
+    async def check_write(self) -> None:
+        """Write and roll back inside one transaction; raise when the database refuses writes."""
+        try:
+            await self.run(_write_probe)
+        except _ProbeDone:
+            pass
 
     def _redacted(self) -> str:
         # Never log a password that the URL may carry.
@@ -110,21 +165,43 @@ class Store:
 
     async def mark_processed(self, channel: str, message_id: str, conversation_id: str | None = None) -> bool:
         """Record a channel message id; return False when it was already recorded."""
-        async with self.session() as session:
-            session.add(ProcessedMessage(channel=channel, message_id=message_id, conversation_id=conversation_id, processed_at=utcnow()))
-            try:
-                await session.commit()
-            except IntegrityError:
-                return False
+        try:
+            await self.run(_mark_processed, channel, message_id, conversation_id, utcnow())
+        except IntegrityError:
+            return False
         return True
 
     async def forget_processed(self, channel: str, message_id: str) -> None:
         """Remove a de-duplication record, so the same message id can be handled again."""
-        async with self.session() as session:
-            async with session.begin():
-                await session.execute(
-                    delete(ProcessedMessage).where(ProcessedMessage.channel == channel, ProcessedMessage.message_id == message_id)
-                )
+        await self.run(_forget_processed, channel, message_id)
+
+    # ----- turns -----
+
+    async def open_turn(
+        self,
+        channel: str,
+        sender_id: str,
+        message_id: str | None = None,
+        known: tuple[str, int] | None = None,
+        catch_up: bool = False,
+    ) -> TurnStart:
+        """Read what a turn needs (see ``bot.storage.turns.open_turn``), creating the conversation on first contact."""
+        try:
+            return await self.run(turns.open_turn, channel, sender_id, message_id, known, catch_up, utcnow())
+        except IntegrityError:
+            # Another worker created the conversation at the same moment; it exists now.
+            return await self.run(turns.open_turn, channel, sender_id, message_id, known, catch_up, utcnow())
+
+    async def record_turn(
+        self,
+        conversation_id: str,
+        events: Sequence[Event],
+        processed: tuple[str, str] | None = None,
+        values: dict[str, Any] | None = None,
+        delivered: bool = False,
+    ) -> list[int]:
+        """Store a turn's events and conversation changes in one transaction; return the sequence numbers."""
+        return await self.run(turns.record_turn, conversation_id, list(events), processed, values or {}, delivered, utcnow())
 
     # ----- conversations -----
 
@@ -152,9 +229,7 @@ class Store:
             return await session.get(Conversation, conversation_id)
 
     async def update_conversation(self, conversation_id: str, **values: Any) -> None:
-        async with self.session() as session:
-            await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(**values))
-            await session.commit()
+        await self.run(_update_conversation, conversation_id, values)
 
     async def conversations(self, limit: int = 100) -> Sequence[Conversation]:
         async with self.session() as session:
@@ -167,82 +242,82 @@ class Store:
         events = list(events)
         if not events:
             return []
-        async with self.session() as session:
-            async with session.begin():
-                last = await session.scalar(
-                    select(func.coalesce(func.max(EventRow.seq), 0)).where(EventRow.conversation_id == conversation_id)
-                )
-                seqs = []
-                for offset, item in enumerate(events, start=1):
-                    seq = int(last) + offset
-                    session.add(EventRow(conversation_id=conversation_id, seq=seq, type=item.kind, timestamp=item.timestamp, data=item.payload()))
-                    seqs.append(seq)
-                await session.execute(
-                    update(Conversation)
-                    .where(Conversation.id == conversation_id)
-                    .values(last_seq=seqs[-1], last_active_at=utcnow())
-                )
-        return seqs
+        return await self.record_turn(conversation_id, events)
 
     async def session_events(self, conversation_id: str) -> list[StoredEvent]:
         """Return the events since the conversation's last session start or restart."""
-        async with self.session() as session:
-            start = await session.scalar(
-                select(func.coalesce(func.max(EventRow.seq), 0)).where(
-                    EventRow.conversation_id == conversation_id, EventRow.type.in_(SESSION_BOUNDARIES)
-                )
-            )
-            return await self._events(session, conversation_id, since=max(int(start) - 1, 0))
+        return await self.run(turns.session_events, conversation_id)
 
     async def events(self, conversation_id: str, since: int = 0, types: Sequence[str] | None = None, limit: int | None = None) -> list[StoredEvent]:
         """Return events with a sequence number above ``since``, oldest first."""
-        async with self.session() as session:
-            return await self._events(session, conversation_id, since, types, limit)
-
-    async def _events(self, session: AsyncSession, conversation_id: str, since: int, types: Sequence[str] | None = None, limit: int | None = None) -> list[StoredEvent]:
-        query = select(EventRow).where(EventRow.conversation_id == conversation_id, EventRow.seq > since)
-        if types:
-            query = query.where(EventRow.type.in_(types))
-        query = query.order_by(EventRow.seq)
-        if limit:
-            query = query.limit(limit)
-        rows = (await session.scalars(query)).all()
-        found = []
-        for row in rows:
-            try:
-                found.append(StoredEvent(row.seq, event_from_record(row.type, row.data, aware(row.timestamp))))
-            except (KeyError, TypeError) as exc:
-                raise StorageError(f"event {row.seq} of conversation {conversation_id} has unknown type or fields ({exc})") from None
-        return found
+        return await self.run(turns.read_events, conversation_id, since, types, limit)
 
     async def latest_events(self, conversation_id: str, types: Sequence[str], limit: int) -> list[StoredEvent]:
         """Return the ``limit`` newest events of the given types, oldest first."""
-        async with self.session() as session:
-            query = (
-                select(EventRow)
-                .where(EventRow.conversation_id == conversation_id, EventRow.type.in_(types))
-                .order_by(EventRow.seq.desc())
-                .limit(limit)
-            )
-            rows = list(reversed((await session.scalars(query)).all()))
-        return [StoredEvent(row.seq, event_from_record(row.type, row.data, aware(row.timestamp))) for row in rows]
+        return await self.run(_latest_events, conversation_id, tuple(types), limit)
 
     # ----- connector state -----
 
     async def get_state(self, key: str) -> str | None:
-        async with self.session() as session:
-            row = await session.get(ConnectorState, key)
-            return row.value if row else None
+        return await self.run(_get_state, key)
 
     async def set_state(self, key: str, value: str) -> None:
-        async with self.session() as session:
-            async with session.begin():
-                row = await session.get(ConnectorState, key)
-                if row is None:
-                    session.add(ConnectorState(key=key, value=value, updated_at=utcnow()))
-                else:
-                    row.value = value
-                    row.updated_at = utcnow()
+        await self.run(_set_state, key, value, utcnow())
+
+
+def _select_one(connection: Connection) -> None:
+    connection.execute(text("SELECT 1"))
+
+
+class _ProbeDone(Exception):
+    """Raised at the end of the write probe, so that its transaction rolls back."""
+
+
+def _write_probe(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Readiness must answer quickly: wait at most 2 s for the write lock, not the usual 30 s.
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={READINESS_WAIT_MS}")
+    try:
+        # An UPDATE that matches no row still needs the write lock, and leaves nothing behind.
+        connection.execute(update(_state).where(_state.c.key == "\x00readiness").values(value=""))
+    finally:
+        if sqlite:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    raise _ProbeDone
+
+
+def _mark_processed(connection: Connection, channel: str, message_id: str, conversation_id: str | None, now: datetime) -> None:
+    connection.execute(insert(_processed).values(channel=channel, message_id=message_id, conversation_id=conversation_id, processed_at=now))
+
+
+def _forget_processed(connection: Connection, channel: str, message_id: str) -> None:
+    connection.execute(delete(_processed).where(_processed.c.channel == channel, _processed.c.message_id == message_id))
+
+
+def _latest_events(connection: Connection, conversation_id: str, types: tuple[str, ...], limit: int) -> list[StoredEvent]:
+    query = (
+        select(_events.c.seq, _events.c.type, _events.c.data, _events.c.timestamp)
+        .where(_events.c.conversation_id == conversation_id, _events.c.type.in_(types))
+        .order_by(_events.c.seq.desc())
+        .limit(limit)
+    )
+    rows = list(connection.execute(query))
+    return [turns.to_stored(conversation_id, *row) for row in reversed(rows)]
+
+
+def _update_conversation(connection: Connection, conversation_id: str, values: dict[str, Any]) -> None:
+    connection.execute(update(_conversations).where(_conversations.c.id == conversation_id).values(**values))
+
+
+def _get_state(connection: Connection, key: str) -> str | None:
+    return connection.execute(select(_state.c.value).where(_state.c.key == key)).scalar_one_or_none()
+
+
+def _set_state(connection: Connection, key: str, value: str, now: datetime) -> None:
+    changed = connection.execute(update(_state).where(_state.c.key == key).values(value=value, updated_at=now)).rowcount
+    if not changed:
+        connection.execute(insert(_state).values(key=key, value=value, updated_at=now))
 
 
 def _sqlite_pragmas(connection, _record) -> None:
@@ -251,11 +326,11 @@ def _sqlite_pragmas(connection, _record) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     except Exception:  # noqa: BLE001 - an in-memory database has no WAL; the defaults are fine there
         logger.debug("SQLite pragmas not applied", exc_info=True)
     finally:
         cursor.close()
 
 
-__all__ = ["Store", "StoredEvent", "utcnow", "aware", "OperationalError"]
+__all__ = ["Store", "StoredEvent", "ConversationInfo", "DuplicateMessage", "TurnStart", "utcnow", "aware", "OperationalError"]

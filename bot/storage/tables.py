@@ -32,6 +32,8 @@ class Conversation(Base):
     # The open request, if any; no foreign key, because requests also point to conversations.
     request_id: Mapped[int | None] = mapped_column(Id)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # For channels without push: the last sequence number the user has received.
+    delivered_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class EventRow(Base):

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from bot.config import Settings, load_settings
 from bot.runtime import Runtime
-from bot.server import CONNECTORS, build_app
+from bot.server import CONNECTORS, build_app, make_runner
 from connectors.web import WebConnector
 
 SERVER_TESTS_DIR = Path(__file__).parent
@@ -90,7 +90,7 @@ async def running_server(settings: Settings) -> AsyncIterator[LiveServer]:
     """Serve ``build_app`` on 127.0.0.1 at a free port until the block ends."""
     async with Runtime(settings) as runtime:
         app = build_app(runtime)
-        runner = web.AppRunner(app)
+        runner = make_runner(app)
         await runner.setup()
         try:
             site = web.TCPSite(runner, LOOPBACK, 0)

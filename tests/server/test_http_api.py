@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import sqlite3
 
 import aiohttp
 import pytest
@@ -272,3 +274,59 @@ async def test_rest_receives_missed_expert_message(client, server):
         later = await response.json()
     assert body[0]["text"] == "Je regarde votre compte."
     assert "Je regarde votre compte." not in [item["text"] for item in later]
+
+
+# ----- clients that go away, a database that refuses writes -----
+
+
+async def test_clients_leaving_mid_turn_lose_nothing(client, start_server, settings: Settings):
+    live = await start_server(settings)
+    senders = [f"leaving-{index}" for index in range(20)]
+
+    async def leave_early(sender: str) -> None:
+        # The whole request goes out, then the connection closes without waiting for the response.
+        body = json.dumps({"sender": sender, "message": PASSWORD_QUESTION}).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        writer.write(
+            b"POST /webhooks/rest/webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    await asyncio.gather(*(leave_early(sender) for sender in senders))
+    # Wait until the server has seen every request, then for the turns in progress.
+    for _ in range(200):
+        if all([await live.runtime.store.conversation("rest", sender, create=False) for sender in senders]):
+            break
+        await asyncio.sleep(0.05)
+    await live.runtime.assistant.drain()
+    async with client.get(f"{live.url}/readyz") as response:
+        assert response.status == 200
+    # Every turn was stored whole, and what a client missed comes with its next request.
+    for sender in senders:
+        conversation = await live.runtime.store.conversation("rest", sender, create=False)
+        kinds = [item.event.kind for item in await live.runtime.store.events(conversation.id)]
+        assert "user" in kinds and "bot" in kinds, sender
+    async with client.post(f"{live.url}/webhooks/rest/webhook", json={"sender": senders[0], "message": "merci"}) as response:
+        assert response.status == 200
+        replies = [item["text"] for item in await response.json()]
+    assert any("mot de passe" in text for text in replies)
+
+
+async def test_readyz_reports_a_database_that_refuses_writes(client, start_server, settings: Settings, tmp_path):
+    live = await start_server(settings)
+    other = sqlite3.connect(tmp_path / "entraide.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        async with client.get(f"{live.url}/readyz") as response:
+            body = await response.json()
+        assert response.status == 503
+        assert body["checks"]["store"] is False
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    async with client.get(f"{live.url}/readyz") as response:
+        assert response.status == 200

@@ -31,7 +31,7 @@ async def store(database_url):
 
 
 async def test_migrations_reach_head(store):
-    assert await migrate.current_revision(store.engine) == "0001"
+    assert await migrate.current_revision(store.engine) == "0002"
 
 
 async def test_conversation_created_once(store):

@@ -1,0 +1,219 @@
+"""The two database steps of a turn, each run as one transaction by ``Store.run``.
+
+``open_turn`` reads what the turn needs: whether the message was already handled, the conversation
+(created on first contact) and the events the caller does not hold yet. ``record_turn`` writes what
+the turn produced: the de-duplication mark, the events and the conversation's new counters. The
+functions take a synchronous SQLAlchemy ``Connection`` and use Core statements only, so that a turn
+costs two round trips to the database thread and no ORM bookkeeping.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from bot.dialogue.events import Event, event_from_record
+from bot.errors import StorageError
+from bot.storage.tables import Conversation, EventRow, ProcessedMessage
+
+SESSION_BOUNDARIES = ("session_started", "restart")
+# Event types a user sees but did not write: what a channel without push still owes them.
+OWED_TYPES = ("bot", "expert")
+
+_conversations = Conversation.__table__
+_events = EventRow.__table__
+_processed = ProcessedMessage.__table__
+
+
+class DuplicateMessage(Exception):
+    """The channel message id was recorded by another turn first."""
+
+
+@dataclass
+class ConversationInfo:
+    """The columns of a conversation that a turn uses."""
+
+    id: str
+    channel: str
+    sender_id: str
+    status: str
+    last_seq: int
+    delivered_seq: int
+    request_id: int | None
+    profile: str | None
+    school: str | None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    event: Event
+
+
+@dataclass
+class TurnStart:
+    """What ``open_turn`` found. ``conversation`` is None for a duplicate message."""
+
+    conversation: ConversationInfo | None
+    # Events after the seq the caller already holds, or the whole current session when it held none.
+    events: list[StoredEvent] = field(default_factory=list)
+    # With ``catch_up``: bot and expert messages after ``delivered_seq``.
+    owed: list[StoredEvent] = field(default_factory=list)
+    # True when ``events`` starts at the session's beginning rather than after ``known_seq``.
+    from_session_start: bool = True
+
+    @property
+    def duplicate(self) -> bool:
+        return self.conversation is None
+
+
+def open_turn(
+    connection: Connection,
+    channel: str,
+    sender_id: str,
+    message_id: str | None,
+    known: tuple[str, int] | None,
+    catch_up: bool,
+    now: datetime,
+) -> TurnStart:
+    """Return the turn's conversation and the events the caller lacks; ``known`` is (conversation id, last seq held)."""
+    if message_id is not None:
+        seen = connection.execute(
+            select(_processed.c.channel).where(_processed.c.channel == channel, _processed.c.message_id == message_id)
+        ).first()
+        if seen is not None:
+            return TurnStart(conversation=None)
+    conversation = find_conversation(connection, channel, sender_id)
+    if conversation is None:
+        conversation = _create_conversation(connection, channel, sender_id, now)
+    start = TurnStart(conversation=conversation)
+    if conversation.last_seq == 0:
+        return start
+    if known is not None and known[0] == conversation.id and 0 < known[1] <= conversation.last_seq:
+        start.from_session_start = False
+        if known[1] < conversation.last_seq:
+            start.events = read_events(connection, conversation.id, since=known[1])
+    else:
+        start.events = session_events(connection, conversation.id)
+    if catch_up and conversation.delivered_seq < conversation.last_seq:
+        start.owed = read_events(connection, conversation.id, since=conversation.delivered_seq, types=OWED_TYPES)
+    return start
+
+
+def record_turn(
+    connection: Connection,
+    conversation_id: str,
+    events: Sequence[Event],
+    processed: tuple[str, str] | None,
+    values: dict[str, Any],
+    delivered: bool,
+    now: datetime,
+) -> list[int]:
+    """Store the turn and return the events' sequence numbers.
+
+    The conversation's ``last_seq`` moves forward in the same statement that reads it, so two
+    writers can never hand out the same numbers. Raises DuplicateMessage when ``processed`` is
+    already recorded; the transaction then stores nothing.
+    """
+    if processed is not None:
+        channel, message_id = processed
+        try:
+            # No savepoint: the caller's transaction rolls back as a whole on this error.
+            connection.execute(
+                insert(_processed).values(channel=channel, message_id=message_id, conversation_id=conversation_id, processed_at=now)
+            )
+        except IntegrityError:
+            raise DuplicateMessage(f"{channel} message {message_id}") from None
+    count = len(events)
+    changes = dict(values, last_seq=_conversations.c.last_seq + count, last_active_at=now)
+    if delivered:
+        changes["delivered_seq"] = _conversations.c.last_seq + count
+    last = connection.execute(
+        update(_conversations).where(_conversations.c.id == conversation_id).values(**changes).returning(_conversations.c.last_seq)
+    ).scalar_one_or_none()
+    if last is None:
+        raise StorageError(f"conversation {conversation_id} not found")
+    seqs = list(range(last - count + 1, last + 1))
+    if events:
+        connection.execute(
+            insert(_events),
+            [
+                {"conversation_id": conversation_id, "seq": seq, "type": item.kind, "timestamp": item.timestamp, "data": item.payload()}
+                for seq, item in zip(seqs, events)
+            ],
+        )
+    return seqs
+
+
+def find_conversation(connection: Connection, channel: str, sender_id: str) -> ConversationInfo | None:
+    row = connection.execute(
+        select(*_INFO_COLUMNS).where(_conversations.c.channel == channel, _conversations.c.sender_id == sender_id)
+    ).first()
+    return ConversationInfo(*row) if row is not None else None
+
+
+def _create_conversation(connection: Connection, channel: str, sender_id: str, now: datetime) -> ConversationInfo:
+    info = ConversationInfo(
+        id=str(uuid.uuid4()), channel=channel, sender_id=sender_id, status="active", last_seq=0, delivered_seq=0,
+        request_id=None, profile=None, school=None,
+    )
+    connection.execute(
+        insert(_conversations).values(
+            id=info.id, channel=channel, sender_id=sender_id, created_at=now, last_active_at=now, status="active",
+            last_seq=0, delivered_seq=0,
+        )
+    )
+    return info
+
+
+def session_events(connection: Connection, conversation_id: str) -> list[StoredEvent]:
+    """Return the events from the conversation's last session start or restart on."""
+    start = connection.execute(
+        select(func.coalesce(func.max(_events.c.seq), 0)).where(
+            _events.c.conversation_id == conversation_id, _events.c.type.in_(SESSION_BOUNDARIES)
+        )
+    ).scalar_one()
+    return read_events(connection, conversation_id, since=max(int(start) - 1, 0))
+
+
+def read_events(
+    connection: Connection, conversation_id: str, since: int, types: Sequence[str] | None = None, limit: int | None = None
+) -> list[StoredEvent]:
+    """Return events with a sequence number above ``since``, oldest first."""
+    query = select(_events.c.seq, _events.c.type, _events.c.data, _events.c.timestamp).where(
+        _events.c.conversation_id == conversation_id, _events.c.seq > since
+    )
+    if types:
+        query = query.where(_events.c.type.in_(types))
+    query = query.order_by(_events.c.seq)
+    if limit:
+        query = query.limit(limit)
+    return [to_stored(conversation_id, *row) for row in connection.execute(query)]
+
+
+def to_stored(conversation_id: str, seq: int, kind: str, data: dict[str, Any], timestamp: datetime) -> StoredEvent:
+    if timestamp.tzinfo is None:
+        # SQLite gives back naive datetimes; every stored time is UTC.
+        timestamp = timestamp.replace(tzinfo=timezone.utc)
+    try:
+        return StoredEvent(seq, event_from_record(kind, data, timestamp))
+    except (KeyError, TypeError) as exc:
+        raise StorageError(f"event {seq} of conversation {conversation_id} has unknown type or fields ({exc})") from None
+
+
+_INFO_COLUMNS = (
+    _conversations.c.id,
+    _conversations.c.channel,
+    _conversations.c.sender_id,
+    _conversations.c.status,
+    _conversations.c.last_seq,
+    _conversations.c.delivered_seq,
+    _conversations.c.request_id,
+    _conversations.c.profile,
+    _conversations.c.school,
+)
