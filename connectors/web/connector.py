@@ -164,11 +164,14 @@ class WebConnector(Connector):
             await socket.close(code=CLOSE_RATE, message=b"too many connections")
             return socket
 
-        session_id = await self._hello(socket, peer)
-        if session_id is None:
+        hello = await self._hello(socket, peer)
+        if hello is None:
             return socket
+        session_id, last_seq = hello
+        # Registered before the history is read, so that no message falls between the two.
         self._sockets.setdefault(session_id, set()).add(socket)
         try:
+            await self._replay(socket, session_id, last_seq)
             await self._serve(socket, session_id, peer)
         finally:
             group = self._sockets.get(session_id)
@@ -179,7 +182,7 @@ class WebConnector(Connector):
                     self._identities.pop(session_id, None)
         return socket
 
-    async def _hello(self, socket: web.WebSocketResponse, peer: str) -> str | None:
+    async def _hello(self, socket: web.WebSocketResponse, peer: str) -> tuple[str, int] | None:
         try:
             message = await socket.receive(timeout=HELLO_TIMEOUT)
         except asyncio.TimeoutError:
@@ -215,13 +218,15 @@ class WebConnector(Connector):
             }
         )
         last_seq = frame.get("last_seq")
-        last_seq = last_seq if isinstance(last_seq, int) and last_seq >= 0 else 0
+        return session_id, last_seq if isinstance(last_seq, int) and last_seq >= 0 else 0
+
+    async def _replay(self, socket: web.WebSocketResponse, session_id: str, last_seq: int) -> None:
+        """Send the messages after ``last_seq``. Live messages may come in between; the widget orders them by seq."""
         conversation = await self.assistant.store.conversation(CHANNEL, session_id, create=False)
         if conversation is not None:
             for item in await self.assistant.history(conversation.id, since=last_seq, limit=self.settings.history_limit):
                 await socket.send_str(json.dumps(message_frame(item), ensure_ascii=False))
         logger.info("widget connected: conversation=%s resumed=%s", conversation.id if conversation else None, last_seq > 0)
-        return session_id
 
     async def _session(self, requested: Any, identity: Identity | None) -> str:
         """Resume the requested session only if it belongs to the same ENT user (or stays anonymous)."""
