@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.dialogue.events import Event, event_from_record
@@ -28,6 +28,56 @@ OWED_TYPES = ("bot", "expert")
 _conversations = Conversation.__table__
 _events = EventRow.__table__
 _processed = ProcessedMessage.__table__
+
+
+# Statements built once: building and hashing a statement costs more than running it on SQLite.
+_SEEN = select(_processed.c.channel).where(_processed.c.channel == bindparam("channel"), _processed.c.message_id == bindparam("message_id"))
+_INSERT_PROCESSED = insert(_processed)
+_INSERT_CONVERSATION = insert(_conversations)
+_INSERT_EVENTS = insert(_events)
+_EVENT_COLUMNS = (_events.c.seq, _events.c.type, _events.c.data, _events.c.timestamp)
+_EVENTS_SINCE = (
+    select(*_EVENT_COLUMNS)
+    .where(_events.c.conversation_id == bindparam("conversation_id"), _events.c.seq > bindparam("since"))
+    .order_by(_events.c.seq)
+)
+_EVENTS_SINCE_OF_TYPES = _EVENTS_SINCE.where(_events.c.type.in_(bindparam("types", expanding=True)))
+_SESSION_START = select(func.coalesce(func.max(_events.c.seq), 0)).where(
+    _events.c.conversation_id == bindparam("conversation_id"), _events.c.type.in_(SESSION_BOUNDARIES)
+)
+_INFO_COLUMNS = (
+    _conversations.c.id,
+    _conversations.c.channel,
+    _conversations.c.sender_id,
+    _conversations.c.status,
+    _conversations.c.last_seq,
+    _conversations.c.delivered_seq,
+    _conversations.c.request_id,
+    _conversations.c.profile,
+    _conversations.c.school,
+)
+_FIND = select(*_INFO_COLUMNS).where(_conversations.c.channel == bindparam("channel"), _conversations.c.sender_id == bindparam("sender_id"))
+_ADVANCE: dict[tuple[tuple[str, ...], bool], Any] = {}
+
+
+def _advance_statement(columns: tuple[str, ...], delivered: bool):
+    """Return the UPDATE that moves ``last_seq`` forward by ``:count`` and sets ``columns``, built once per shape."""
+    key = (columns, delivered)
+    statement = _ADVANCE.get(key)
+    if statement is None:
+        moved = _conversations.c.last_seq + bindparam("count")
+        values: dict[str, Any] = {name: bindparam(f"new_{name}") for name in columns}
+        values.update(last_seq=moved, last_active_at=bindparam("now"))
+        if delivered:
+            values["delivered_seq"] = moved
+        statement = (
+            update(_conversations)
+            .where(_conversations.c.id == bindparam("conversation_id"))
+            .values(**values)
+            .returning(_conversations.c.last_seq)
+        )
+        _ADVANCE[key] = statement
+    return statement
 
 
 class DuplicateMessage(Exception):
@@ -83,9 +133,7 @@ def open_turn(
 ) -> TurnStart:
     """Return the turn's conversation and the events the caller lacks; ``known`` is (conversation id, last seq held)."""
     if message_id is not None:
-        seen = connection.execute(
-            select(_processed.c.channel).where(_processed.c.channel == channel, _processed.c.message_id == message_id)
-        ).first()
+        seen = connection.execute(_SEEN, {"channel": channel, "message_id": message_id}).first()
         if seen is not None:
             return TurnStart(conversation=None)
     conversation = find_conversation(connection, channel, sender_id)
@@ -125,23 +173,21 @@ def record_turn(
         try:
             # No savepoint: the caller's transaction rolls back as a whole on this error.
             connection.execute(
-                insert(_processed).values(channel=channel, message_id=message_id, conversation_id=conversation_id, processed_at=now)
+                _INSERT_PROCESSED, {"channel": channel, "message_id": message_id, "conversation_id": conversation_id, "processed_at": now}
             )
         except IntegrityError:
             raise DuplicateMessage(f"{channel} message {message_id}") from None
     count = len(events)
-    changes = dict(values, last_seq=_conversations.c.last_seq + count, last_active_at=now)
-    if delivered:
-        changes["delivered_seq"] = _conversations.c.last_seq + count
-    last = connection.execute(
-        update(_conversations).where(_conversations.c.id == conversation_id).values(**changes).returning(_conversations.c.last_seq)
-    ).scalar_one_or_none()
+    columns = tuple(sorted(values))
+    parameters = {f"new_{name}": values[name] for name in columns}
+    parameters.update(conversation_id=conversation_id, count=count, now=now)
+    last = connection.execute(_advance_statement(columns, delivered), parameters).scalar_one_or_none()
     if last is None:
         raise StorageError(f"conversation {conversation_id} not found")
     seqs = list(range(last - count + 1, last + 1))
     if events:
         connection.execute(
-            insert(_events),
+            _INSERT_EVENTS,
             [
                 {"conversation_id": conversation_id, "seq": seq, "type": item.kind, "timestamp": item.timestamp, "data": item.payload()}
                 for seq, item in zip(seqs, events)
@@ -151,9 +197,7 @@ def record_turn(
 
 
 def find_conversation(connection: Connection, channel: str, sender_id: str) -> ConversationInfo | None:
-    row = connection.execute(
-        select(*_INFO_COLUMNS).where(_conversations.c.channel == channel, _conversations.c.sender_id == sender_id)
-    ).first()
+    row = connection.execute(_FIND, {"channel": channel, "sender_id": sender_id}).first()
     return ConversationInfo(*row) if row is not None else None
 
 
@@ -163,21 +207,18 @@ def _create_conversation(connection: Connection, channel: str, sender_id: str, n
         request_id=None, profile=None, school=None,
     )
     connection.execute(
-        insert(_conversations).values(
-            id=info.id, channel=channel, sender_id=sender_id, created_at=now, last_active_at=now, status="active",
-            last_seq=0, delivered_seq=0,
-        )
+        _INSERT_CONVERSATION,
+        {
+            "id": info.id, "channel": channel, "sender_id": sender_id, "created_at": now, "last_active_at": now,
+            "status": "active", "last_seq": 0, "delivered_seq": 0,
+        },
     )
     return info
 
 
 def session_events(connection: Connection, conversation_id: str) -> list[StoredEvent]:
     """Return the events from the conversation's last session start or restart on."""
-    start = connection.execute(
-        select(func.coalesce(func.max(_events.c.seq), 0)).where(
-            _events.c.conversation_id == conversation_id, _events.c.type.in_(SESSION_BOUNDARIES)
-        )
-    ).scalar_one()
+    start = connection.execute(_SESSION_START, {"conversation_id": conversation_id}).scalar_one()
     return read_events(connection, conversation_id, since=max(int(start) - 1, 0))
 
 
@@ -185,15 +226,14 @@ def read_events(
     connection: Connection, conversation_id: str, since: int, types: Sequence[str] | None = None, limit: int | None = None
 ) -> list[StoredEvent]:
     """Return events with a sequence number above ``since``, oldest first."""
-    query = select(_events.c.seq, _events.c.type, _events.c.data, _events.c.timestamp).where(
-        _events.c.conversation_id == conversation_id, _events.c.seq > since
-    )
+    parameters: dict[str, Any] = {"conversation_id": conversation_id, "since": since}
+    query = _EVENTS_SINCE
     if types:
-        query = query.where(_events.c.type.in_(types))
-    query = query.order_by(_events.c.seq)
+        query = _EVENTS_SINCE_OF_TYPES
+        parameters["types"] = list(types)
     if limit:
         query = query.limit(limit)
-    return [to_stored(conversation_id, *row) for row in connection.execute(query)]
+    return [to_stored(conversation_id, *row) for row in connection.execute(query, parameters)]
 
 
 def to_stored(conversation_id: str, seq: int, kind: str, data: dict[str, Any], timestamp: datetime) -> StoredEvent:
@@ -205,15 +245,3 @@ def to_stored(conversation_id: str, seq: int, kind: str, data: dict[str, Any], t
     except (KeyError, TypeError) as exc:
         raise StorageError(f"event {seq} of conversation {conversation_id} has unknown type or fields ({exc})") from None
 
-
-_INFO_COLUMNS = (
-    _conversations.c.id,
-    _conversations.c.channel,
-    _conversations.c.sender_id,
-    _conversations.c.status,
-    _conversations.c.last_seq,
-    _conversations.c.delivered_seq,
-    _conversations.c.request_id,
-    _conversations.c.profile,
-    _conversations.c.school,
-)
