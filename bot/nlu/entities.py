@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 from bot.nlu.normalize import fold, same_length_clean
 
@@ -75,6 +75,17 @@ class EntityExtractor:
                     seen.add(tokens)
                     self._lookups.setdefault(name, []).append((tokens, value))
         self._max_words = max((len(tokens) for entries in self._lookups.values() for tokens, _ in entries), default=1)
+        # By entity and window size: exact entries by tokens, and the fuzzy candidates in entry order.
+        self._exact: dict[tuple[str, int], dict[tuple[str, ...], str]] = {}
+        self._fuzzy: dict[tuple[str, int], tuple[list[str], list[str]]] = {}
+        for name, entries in self._lookups.items():
+            for tokens, value in entries:
+                self._exact.setdefault((name, len(tokens)), {})[tokens] = value
+                candidate = " ".join(tokens)
+                if len(candidate) >= MIN_FUZZY_LENGTH:
+                    strings, values = self._fuzzy.setdefault((name, len(tokens)), ([], []))
+                    strings.append(candidate)
+                    values.append(value)
 
     def extract(self, text: str) -> list[Entity]:
         # Offsets must point into the caller's text, so only length-preserving cleaning applies here.
@@ -113,8 +124,8 @@ class EntityExtractor:
                 window = words[index : index + size]
                 window_tokens = tuple(word for _, _, word in window)
                 joined = " ".join(window_tokens)
-                for name, entries in self._lookups.items():
-                    best = self._best_match(joined, window_tokens, entries)
+                for name in self._lookups:
+                    best = self._best_match(name, joined, window_tokens)
                     if best is not None:
                         score, value = best
                         start, end = window[0][0], window[-1][1]
@@ -123,20 +134,22 @@ class EntityExtractor:
                         found.append(Entity(name, mapped, start, end, score, "LookupEntityExtractor"))
         return found
 
-    def _best_match(self, joined: str, tokens: tuple[str, ...], entries) -> tuple[float, str] | None:
-        best: tuple[float, str] | None = None
-        for value_tokens, value in entries:
-            if len(value_tokens) != len(tokens):
-                continue
-            if value_tokens == tokens:
-                return 1.0, value
-            candidate = " ".join(value_tokens)
-            if len(candidate) < MIN_FUZZY_LENGTH:
-                continue
-            score = fuzz.ratio(joined, candidate)
-            if score >= self._threshold and (best is None or score / 100 > best[0]):
-                best = (score / 100, value)
-        return best
+    def _best_match(self, name: str, joined: str, tokens: tuple[str, ...]) -> tuple[float, str] | None:
+        """Return (score, value) of the entry of ``name`` closest to the window, or None below the threshold."""
+        key = (name, len(tokens))
+        exact = self._exact.get(key)
+        if exact is not None and tokens in exact:
+            return 1.0, exact[tokens]
+        fuzzy = self._fuzzy.get(key)
+        if fuzzy is None:
+            return None
+        strings, values = fuzzy
+        # The highest ratio wins; among equal ratios, the entry listed first.
+        match = process.extractOne(joined, strings, scorer=fuzz.ratio, processor=None, score_cutoff=self._threshold)
+        if match is None:
+            return None
+        _, score, index = match
+        return score / 100, values[index]
 
 
 def _without_overlaps(entities: list[Entity]) -> list[Entity]:

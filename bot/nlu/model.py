@@ -51,22 +51,23 @@ class LinearLayer:
     beta: np.ndarray | None = None  # (models,)
 
     def __post_init__(self) -> None:
-        # Features x classes, contiguous, so one message's few non-zero features select rows.
-        self._weights = [np.ascontiguousarray(self.coef[index].T) for index in range(self.coef.shape[0])]
+        # Features x (models * columns), contiguous: one message's few non-zero features select rows,
+        # and one product scores every model at once.
+        models, columns, _ = self.coef.shape
+        self._stacked = np.ascontiguousarray(self.coef.transpose(2, 0, 1).reshape(-1, models * columns))
 
     def probabilities(self, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Return class probabilities for one sparse feature vector given as (indices, values)."""
-        total = np.zeros(len(self.classes))
-        for index, weights in enumerate(self._weights):
-            scores = values @ weights[indices] + self.intercept[index]
-            if len(self.classes) == 2 and scores.shape[0] == 1:
-                scores = np.array([-scores[0], scores[0]]) if self.beta is not None else np.array([0.0, scores[0]])
-            if self.beta is not None:
-                scores = scores * self.beta[index]
-            scores = scores - scores.max()
-            exp = np.exp(scores)
-            total += exp / exp.sum()
-        return total / len(self._weights)
+        models, columns, _ = self.coef.shape
+        scores = (values @ self._stacked[indices]).reshape(models, columns) + self.intercept
+        if len(self.classes) == 2 and columns == 1:
+            # A binary model scores the second class only.
+            scores = np.hstack([-scores, scores]) if self.beta is not None else np.hstack([np.zeros_like(scores), scores])
+        if self.beta is not None:
+            scores = scores * self.beta[:, None]
+        scores = scores - scores.max(axis=1, keepdims=True)
+        exp = np.exp(scores)
+        return (exp / exp.sum(axis=1, keepdims=True)).mean(axis=0)
 
 
 # Temperature scaling is fitted on held-out folds; each class needs this many examples.
