@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.data.domain import Domain
 from bot.data.stories import ActionStep, Story, expand
@@ -37,10 +37,16 @@ class _Rule:
     action: str
     conversation_start: bool
     name: str
+    weight: tuple[int, int] = field(init=False)
+    # What the conversation's last state must contain: a subset test rules most candidates out at once.
+    last_required: frozenset = field(init=False)
+    mentions_loop: bool = field(init=False)
 
-    @property
-    def weight(self) -> tuple[int, int]:
-        return len(self.window), sum(len(state) for state in self.window)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", (len(self.window), sum(len(state) for state in self.window)))
+        last = self.window[-1] if self.window else frozenset()
+        object.__setattr__(self, "last_required", frozenset(feature for feature in last if not feature.startswith("!")))
+        object.__setattr__(self, "mentions_loop", any(feature.startswith("loop:") for state in self.window for feature in state))
 
 
 # Rules every project has; a project's own longer rules take precedence.
@@ -70,12 +76,13 @@ class RulePolicy:
 
     def predict(self, conversation: list[State], loop_only: bool = False) -> Prediction | None:
         best: _Rule | None = None
+        last = conversation[-1] if conversation else frozenset()
         for rule in self.rules:
-            if loop_only and not any(f.startswith("loop:") for state in rule.window for f in state):
+            if loop_only and not rule.mentions_loop:
                 continue
             if rule.conversation_start and len(rule.window) != len(conversation):
                 continue
-            if not window_matches(rule.window, conversation):
+            if not rule.last_required <= last or not window_matches(rule.window, conversation):
                 continue
             if best is None or rule.weight > best.weight:
                 best = rule
