@@ -130,12 +130,12 @@ class Assistant:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             if not task.done():
-                logger.info("caller of a turn on channel %s went away; the turn goes on", message.channel)
+                logger.info("caller of a turn on channel %s went away, and the turn goes on", message.channel)
                 task.add_done_callback(_log_orphan_failure)
             raise
 
     async def drain(self, timeout: float = 10.0) -> None:
-        """Wait for the turns in progress, at most ``timeout`` seconds; used when the server stops."""
+        """Wait at most ``timeout`` seconds for the turns in progress. The runtime calls it when the server stops."""
         if self._running:
             logger.info("waiting for %d turns in progress", len(self._running))
             await asyncio.wait(set(self._running), timeout=timeout)
@@ -170,7 +170,7 @@ class Assistant:
                 logger.info("message channel=%s message=%s was handled elsewhere meanwhile", message.channel, message.message_id)
                 return []
             if not seqs or seqs[0] == conversation.last_seq + 1:
-                # Nobody wrote in between: what this turn holds is the whole session.
+                # No other writer came in between, so the session in memory is complete.
                 self._remember(lock_key, _Recent(conversation.id, seqs[-1] if seqs else conversation.last_seq, _current_session(earlier + events)))
             relayed = [
                 (event, seq) for event, seq in zip(events, seqs) if isinstance(event, UserUttered) and event.intent == RELAY_INTENT

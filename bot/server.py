@@ -123,7 +123,7 @@ async def readyz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     checks = {"model": runtime.model is not None}
     try:
-        # A write, not only a read: a database that still answers queries can refuse every write.
+        # A write, not only a read, because a database that still runs queries can reject every write.
         await asyncio.wait_for(runtime.store.check_write(), READINESS_TIMEOUT)
         checks["store"] = True
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"

@@ -76,14 +76,14 @@ class RestConnector(Connector):
 
 
     async def _keep_owed(self, sender: str, replies: list[OutgoingMessage]) -> None:
-        """The client left before its response: owe it these replies again in the next response."""
+        """Mark ``replies`` as not received, because the client left before its response, so the next response repeats them."""
         seqs = [message.seq for message in replies if message.seq is not None]
         conversation = await self.assistant.store.conversation(CHANNEL, sender, create=False)
         if not seqs or conversation is None:
             return
-        # A duplicate in a later response is better than a reply that nobody read.
+        # A reply repeated in a later response is better than a reply the user never received.
         await self.assistant.store.update_conversation(conversation.id, delivered_seq=min(seqs) - 1)
-        logger.info("rest client of conversation %s left before its response; %d replies kept for later", conversation.id, len(seqs))
+        logger.info("rest client of conversation %s left before its response, so %d replies are kept for later", conversation.id, len(seqs))
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:

@@ -267,7 +267,8 @@ async def test_turn_finishes_when_its_caller_is_cancelled(runtime):
     await runtime.assistant.drain()
     conversation = await runtime.store.conversation("test", "user-1")
     kinds = [item.event.kind for item in await runtime.store.events(conversation.id)]
-    assert "user" in kinds and "bot" in kinds
+    assert "user" in kinds
+    assert "bot" in kinds
     # The stored message id stops a retry from handling it twice, and the next message is served.
     assert await runtime.assistant.handle(message("j'ai oublié mon mot de passe", message_id="gone-1")) == []
     assert answers(await runtime.assistant.handle(message("merci", message_id="gone-2")))
@@ -281,7 +282,7 @@ async def test_two_workers_continue_each_others_form(shipped_settings):
         await first.assistant.handle(message("je veux parler à un humain"))
         replies = await second.assistant.handle(message("je suis parent"))
         assert replies[-1].response == "utter_ask_school"
-        # The first worker still holds the conversation as it was before the second one's turn.
+        # The first worker's memory has the conversation as it was before the second worker's turn.
         replies = await first.assistant.handle(message("Je ne connais pas le code", payload='/inform_school{"school": "inconnu"}'))
         tracker = await first.assistant.tracker((await first.store.conversation("test", "user-1")).id)
     assert tracker.slots["profile"] == "parent"

@@ -104,7 +104,7 @@ class Store:
 
     def _open_thread(self) -> None:
         url = make_url(self.url).set(drivername="sqlite+pysqlite")
-        # One connection, always used from the same thread; the pool hands it back after each run.
+        # One connection, always used from the same thread. The pool takes it back after each run.
         self._sync_engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=1, max_overflow=0)
         event.listen(self._sync_engine, "connect", _sqlite_pragmas)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="entraide-sqlite")
@@ -147,7 +147,7 @@ class Store:
             await self.run(_select_one)
 
     async def check_write(self) -> None:
-        """Write and roll back inside one transaction; raise when the database refuses writes."""
+        """Write and roll back in one transaction, and raise when the database rejects writes."""
         try:
             await self.run(_write_probe)
         except _ProbeDone:
@@ -189,7 +189,7 @@ class Store:
         try:
             return await self.run(turns.open_turn, channel, sender_id, message_id, known, catch_up, utcnow())
         except IntegrityError:
-            # Another worker created the conversation at the same moment; it exists now.
+            # Another worker created the conversation at the same moment, so it exists now.
             return await self.run(turns.open_turn, channel, sender_id, message_id, known, catch_up, utcnow())
 
     async def record_turn(
@@ -200,7 +200,7 @@ class Store:
         values: dict[str, Any] | None = None,
         delivered: bool = False,
     ) -> list[int]:
-        """Store a turn's events and conversation changes in one transaction; return the sequence numbers."""
+        """Store a turn's events and conversation changes in one transaction, and return the sequence numbers."""
         return await self.run(turns.record_turn, conversation_id, list(events), processed, values or {}, delivered, utcnow())
 
     # ----- conversations -----
@@ -276,7 +276,7 @@ class _ProbeDone(Exception):
 def _write_probe(connection: Connection) -> None:
     sqlite = connection.dialect.name == "sqlite"
     if sqlite:
-        # Readiness must answer quickly: wait at most 2 s for the write lock, not the usual 30 s.
+        # Readiness must respond quickly, so wait at most 2 s for the write lock, not the usual 30 s.
         connection.exec_driver_sql(f"PRAGMA busy_timeout={READINESS_WAIT_MS}")
     try:
         # An UPDATE that matches no row still needs the write lock, and leaves nothing behind.

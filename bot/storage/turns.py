@@ -107,14 +107,14 @@ class StoredEvent:
 
 @dataclass
 class TurnStart:
-    """What ``open_turn`` found. ``conversation`` is None for a duplicate message."""
+    """The result of ``open_turn``, with ``conversation`` None for a duplicate message."""
 
     conversation: ConversationInfo | None
     # Events after the seq the caller already holds, or the whole current session when it held none.
     events: list[StoredEvent] = field(default_factory=list)
     # With ``catch_up``: bot and expert messages after ``delivered_seq``.
     owed: list[StoredEvent] = field(default_factory=list)
-    # True when ``events`` starts at the session's beginning rather than after ``known_seq``.
+    # True when ``events`` starts at the session's beginning, not after the seq the caller holds.
     from_session_start: bool = True
 
     @property
@@ -131,7 +131,10 @@ def open_turn(
     catch_up: bool,
     now: datetime,
 ) -> TurnStart:
-    """Return the turn's conversation and the events the caller lacks; ``known`` is (conversation id, last seq held)."""
+    """Return the turn's conversation and the events the caller lacks.
+
+    ``known`` is the conversation id and the last sequence number that the caller already holds.
+    """
     if message_id is not None:
         seen = connection.execute(_SEEN, {"channel": channel, "message_id": message_id}).first()
         if seen is not None:
@@ -166,7 +169,7 @@ def record_turn(
 
     The conversation's ``last_seq`` moves forward in the same statement that reads it, so two
     writers can never hand out the same numbers. Raises DuplicateMessage when ``processed`` is
-    already recorded; the transaction then stores nothing.
+    already recorded, and the transaction then stores nothing.
     """
     if processed is not None:
         channel, message_id = processed
@@ -238,7 +241,7 @@ def read_events(
 
 def to_stored(conversation_id: str, seq: int, kind: str, data: dict[str, Any], timestamp: datetime) -> StoredEvent:
     if timestamp.tzinfo is None:
-        # SQLite gives back naive datetimes; every stored time is UTC.
+        # SQLite returns naive datetimes, and every stored time is UTC.
         timestamp = timestamp.replace(tzinfo=timezone.utc)
     try:
         return StoredEvent(seq, event_from_record(kind, data, timestamp))

@@ -138,14 +138,14 @@ async def test_cancelled_caller_does_not_stop_the_transaction(sqlite_store):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    # The write finishes and commits; later writes are not blocked.
+    # The write finishes and commits, and later writes are not blocked.
     await asyncio.sleep(0.5)
     assert await sqlite_store.get_state("cancelled-caller") == "done"
     await sqlite_store.set_state("after", "ok")
     await sqlite_store.check_write()
 
 
-async def test_write_check_fails_while_another_writer_holds_the_lock(sqlite_store, tmp_path):
+async def test_write_check_fails_while_locked(sqlite_store, tmp_path):
     await sqlite_store.check_write()
     other = sqlite3.connect(tmp_path / "entraide.db", isolation_level=None)
     try:
@@ -174,7 +174,7 @@ async def test_stop_waits_for_a_transaction_in_progress(sqlite_store, tmp_path):
         assert await reopened.get_state("before-stop") == "done"
     finally:
         await reopened.stop()
-    # The fixture stops the store again; a second stop does nothing.
+    # The fixture stops the store again, which does nothing the second time.
 
 
 async def test_migration_moves_rest_delivery_marks(tmp_path):
