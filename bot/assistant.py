@@ -154,7 +154,7 @@ class Assistant:
                 return []
             conversation = start.conversation
             logger.info(
-                "inbound message channel=%s conversation=%s message=%s", message.channel, conversation.id, message.message_id
+                "inbound message channel=%s conversation=%s message_id=%s", message.channel, conversation.id, message.message_id
             )
             started = time.perf_counter()
             earlier = [item.event for item in start.events]

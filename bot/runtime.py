@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Callable
 
 from bot.assistant import Assistant
@@ -22,10 +23,15 @@ logger = logging.getLogger(__name__)
 
 def load_or_train(settings: Settings, project: Project, progress: Callable[[str], None] | None = None) -> NluModel:
     """Load the model that matches the data; train it first when it does not exist."""
+    return load_model(settings, trained_model_path(settings, project, progress))
+
+
+def trained_model_path(settings: Settings, project: Project, progress: Callable[[str], None] | None = None) -> Path:
+    """Return the file of the model that matches the data, training it first when it does not exist."""
     result = train_project(project, settings, progress=progress)
     if result.trained:
         logger.info("trained a new model: %s", result.path)
-    return load_model(settings, result.path)
+    return result.path
 
 
 class Runtime:
@@ -39,6 +45,7 @@ class Runtime:
         self._stack = AsyncExitStack()
         self.project: Project | None = None
         self.model: NluModel | None = None
+        self.model_path: Path | None = None
         self.store: Store | None = None
         self.coordinator = make_coordinator(settings.storage.redis_url)
         self.outbox = Outbox(self.coordinator)
@@ -50,9 +57,10 @@ class Runtime:
     async def __aenter__(self) -> Runtime:
         self.project = load_project(self.settings)
         if self.train:
-            self.model = load_or_train(self.settings, self.project, self.progress)
+            self.model_path = trained_model_path(self.settings, self.project, self.progress)
         else:
-            self.model = load_model(self.settings, latest_model(self.settings))
+            self.model_path = latest_model(self.settings)
+        self.model = load_model(self.settings, self.model_path)
         self.store = Store(self.settings.storage.url)
         await self.store.start()
         self._stack.push_async_callback(self.store.stop)

@@ -154,7 +154,7 @@ async def model_parse(request: web.Request) -> web.Response:
 async def model_status(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     return web.json_response(
-        {"fingerprint": runtime.model.metadata.get("fingerprint"), "model_file": str(getattr(runtime, "model_path", ""))}
+        {"fingerprint": runtime.model.metadata.get("fingerprint"), "model_file": str(runtime.model_path or "")}
     )
 
 

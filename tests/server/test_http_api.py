@@ -43,6 +43,15 @@ async def test_readyz_ready(client, server):
 # ----- Rasa-compatible endpoints -----
 
 
+async def test_status_names_the_model_file(client, server):
+    async with client.get(f"{server.url}/status") as response:
+        body = await response.json()
+    assert response.status == 200
+    assert body["model_file"] == str(server.runtime.model_path)
+    assert body["model_file"].endswith(".npz")
+    assert body["fingerprint"]
+
+
 async def test_model_parse_rasa_shape(client, server):
     async with client.post(f"{server.url}/model/parse", json={"text": "hello"}) as response:
         body = await response.json()
