@@ -288,3 +288,19 @@ async def test_two_workers_continue_each_others_form(shipped_settings):
     assert tracker.slots["profile"] == "parent"
     assert tracker.slots["school"] == "inconnu"
     assert replies[-1].response == "utter_ask_description"
+
+
+@pytest.mark.parametrize("text", ["je ne connais pas le code", "Je sais pas", "aucune idée"])
+async def test_typed_unknown_school_continues_form(runtime, text):
+    await runtime.assistant.handle(message("je veux parler à un humain"))
+    await runtime.assistant.handle(message("je suis parent"))
+    replies = await runtime.assistant.handle(message(text))
+    tracker = await runtime.assistant.tracker((await runtime.store.conversation("test", "user-1")).id)
+    assert tracker.slots["school"] == "inconnu"
+    assert replies[-1].response == "utter_ask_description"
+
+
+async def test_unknown_school_ignored_outside_form(runtime):
+    await runtime.assistant.handle(message("je ne sais pas comment activer mon compte"))
+    tracker = await runtime.assistant.tracker((await runtime.store.conversation("test", "user-1")).id)
+    assert tracker.slots["school"] is None
