@@ -304,3 +304,16 @@ async def test_unknown_school_ignored_outside_form(runtime):
     await runtime.assistant.handle(message("je ne sais pas comment activer mon compte"))
     tracker = await runtime.assistant.tracker((await runtime.store.conversation("test", "user-1")).id)
     assert tracker.slots["school"] is None
+
+
+async def test_question_inside_form_resumes_form(runtime):
+    await runtime.assistant.handle(message("je veux parler à un humain"))
+    await runtime.assistant.handle(message("je suis parent"))
+    replies = await runtime.assistant.handle(message("j'ai oublié mon mot de passe"))
+    responses = answers(replies)
+    assert responses[0] == "utter_password_forgotten"
+    assert "utter_ask_helped" not in responses
+    assert responses[-1] == "utter_ask_school"
+    # The next message answers the form's question.
+    replies = await runtime.assistant.handle(message("je ne connais pas le code"))
+    assert replies[-1].response == "utter_ask_description"

@@ -173,10 +173,9 @@ class PolicyEnsemble:
                 # Let the other policies answer the unrelated question; the form resumes after.
                 return None
             return Prediction(loop, "FormPolicy")
-        # An unrelated question was answered: finish that answer, then resume the form.
-        prediction = self.rules.predict(conversation) or self.memo.predict(conversation)
-        if prediction is not None and prediction.action != LISTEN:
-            return prediction
+        # An unrelated question was answered: resume the form now. The rest of that answer's rule or
+        # story (its "did it help?" question, typically) would ask something that the user's next
+        # message, read as the form's answer, could not reply to.
         return Prediction(loop, "FormPolicy")
 
     def _answers_elsewhere(self, conversation: list[State]) -> bool:
