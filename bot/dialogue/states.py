@@ -87,9 +87,12 @@ class StateBuilder:
     ``partial`` builds rule states, which hold only what the rule mentions.
     """
 
-    def __init__(self, domain: Domain, partial: bool, initial: Iterable[Item] = ()) -> None:
+    def __init__(self, domain: Domain, partial: bool, initial: Iterable[Item] = (), keep_pairs: bool = True) -> None:
         self.domain = domain
         self.partial = partial
+        # A tracker needs only the states: copying the history into a pair at every action would
+        # cost time quadratic in the session's length.
+        self.keep_pairs = keep_pairs
         self.history: list[State] = []
         self.pairs: list[Pair] = []
         self.slots: dict[str, Any] = {}
@@ -145,7 +148,8 @@ class StateBuilder:
     def _emit(self, action: str) -> None:
         state = self.current()
         self.history.append(state)
-        self.pairs.append((tuple(self.history), action))
+        if self.keep_pairs:
+            self.pairs.append((tuple(self.history), action))
 
 
 def matches(partial: State, full: State) -> bool:

@@ -31,6 +31,11 @@ class Tracker:
     latest_action: str | None = None
     # Slots whose value the latest user message gave but validation rejected (set by the engine).
     invalid_slots: set[str] = field(default_factory=set)
+    # Index in ``events`` of the current session's first event, after the last restart or session start.
+    _session_start: int = field(default=0, init=False, repr=False)
+    # The states of the events up to ``_fed``, built once and extended as events come (see ``states``).
+    _builder: StateBuilder | None = field(default=None, init=False, repr=False)
+    _fed: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         existing, self.events = self.events, []
@@ -57,6 +62,7 @@ class Tracker:
             self.active_loop = event.name
         elif isinstance(event, (Restarted, SessionStarted)):
             # A new session starts empty; action_session_start sets the carried-over slots again.
+            self._session_start = len(self.events)
             self.reset_slots()
             self.active_loop = None
             self.latest_message = None
@@ -64,17 +70,20 @@ class Tracker:
 
     def session_events(self) -> list[Event]:
         """Return the events since the last restart or session start."""
-        start = 0
-        for index, event in enumerate(self.events):
-            if isinstance(event, (Restarted, SessionStarted)):
-                start = index + 1
-        return self.events[start:]
+        return self.events[self._session_start :]
 
     def states(self) -> list[State]:
-        """Return the conversation's states since the session began, the last one still open."""
-        builder = StateBuilder(self.domain, partial=False)
+        """Return the conversation's states since the session began, the last one still open.
+
+        Events are only ever appended, so the builder of the previous call is fed the new events
+        only. A restart or a new session starts a new builder.
+        """
+        if self._builder is None or self._fed < self._session_start:
+            self._builder = StateBuilder(self.domain, partial=False, keep_pairs=False)
+            self._fed = self._session_start
+        builder = self._builder
         items = []
-        for event in self.session_events():
+        for event in self.events[self._fed :]:
             if isinstance(event, UserUttered):
                 entities = tuple(sorted({entity["entity"] for entity in event.entities}))
                 items.append(UserItem(event.intent or "", entities))
@@ -85,6 +94,7 @@ class Tracker:
             elif isinstance(event, ActiveLoop):
                 items.append(LoopItem(event.name))
         builder.feed(items)
+        self._fed = len(self.events)
         return list(builder.history) + [builder.current()]
 
     @property
