@@ -10,7 +10,7 @@ import sys
 import pytest
 from sqlalchemy import select
 
-from bot.dialogue.events import BotUttered, UserUttered
+from bot.dialogue.events import UserUttered
 from bot.messages import Identity, IncomingMessage
 from bot.outbox import CollectingOutput
 from bot.runtime import Runtime

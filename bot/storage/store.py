@@ -29,7 +29,7 @@ from bot.dialogue.events import Event
 from bot.errors import StorageError
 from bot.storage import migrate, turns
 from bot.storage.tables import ConnectorState, Conversation, EventRow, ProcessedMessage
-from bot.storage.turns import SESSION_BOUNDARIES, ConversationInfo, DuplicateMessage, StoredEvent, TurnStart
+from bot.storage.turns import ConversationInfo, DuplicateMessage, StoredEvent, TurnStart, aware
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,13 +43,6 @@ _events = EventRow.__table__
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """Return ``value`` with UTC attached; SQLite gives back naive datetimes."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=timezone.utc)
 
 
 class Store:

@@ -239,12 +239,16 @@ def read_events(
     return [to_stored(conversation_id, *row) for row in connection.execute(query, parameters)]
 
 
+def aware(value: datetime | None) -> datetime | None:
+    """Return ``value`` with UTC attached, because SQLite returns naive datetimes and every stored time is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
 def to_stored(conversation_id: str, seq: int, kind: str, data: dict[str, Any], timestamp: datetime) -> StoredEvent:
-    if timestamp.tzinfo is None:
-        # SQLite returns naive datetimes, and every stored time is UTC.
-        timestamp = timestamp.replace(tzinfo=timezone.utc)
     try:
-        return StoredEvent(seq, event_from_record(kind, data, timestamp))
+        return StoredEvent(seq, event_from_record(kind, data, aware(timestamp)))
     except (KeyError, TypeError) as exc:
         raise StorageError(f"event {seq} of conversation {conversation_id} has unknown type or fields ({exc})") from None
 

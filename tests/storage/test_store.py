@@ -14,22 +14,6 @@ from bot.storage import Store
 from bot.storage import migrate
 
 
-@pytest.fixture
-async def store(database_url):
-    store = Store(database_url)
-    await store.start()
-    yield store
-    if not database_url.startswith("sqlite"):
-        # The PostgreSQL database lives for the whole session: empty it for the next test.
-        from sqlalchemy import text
-
-        async with store.engine.begin() as connection:
-            await connection.execute(
-                text("TRUNCATE conversations, events, requests, request_transitions, relayed_events, connector_state, processed_messages")
-            )
-    await store.stop()
-
-
 async def test_migrations_reach_head(store):
     assert await migrate.current_revision(store.engine) == "0002"
 

@@ -13,7 +13,6 @@ from bot.dialogue.events import BotUttered, ExpertUttered, SessionStarted, SlotS
 from bot.storage import Store, migrate
 from bot.storage.store import DuplicateMessage
 from bot.storage.tables import ConnectorState, Conversation, EventRow
-from tests.storage.test_store import store  # noqa: F401 - the same fixture, on SQLite and PostgreSQL
 
 
 def turn(text: str) -> list:
