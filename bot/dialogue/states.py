@@ -90,7 +90,7 @@ class StateBuilder:
     def __init__(self, domain: Domain, partial: bool, initial: Iterable[Item] = (), keep_pairs: bool = True) -> None:
         self.domain = domain
         self.partial = partial
-        # A tracker needs only the states: copying the history into a pair at every action would
+        # A tracker needs only the states. Copying the history into a pair at every action would
         # cost time quadratic in the session's length.
         self.keep_pairs = keep_pairs
         self.history: list[State] = []

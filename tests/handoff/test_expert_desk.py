@@ -156,7 +156,7 @@ async def test_flush_posts_waiting_card_and_tells_user(desk, store, transport, u
     assert user.received[-1].text.startswith(f"Votre demande {request.reference} est maintenant transmise")
 
 
-async def test_card_posted_once_when_flush_runs_during_the_turn(desk, store, transport, monkeypatch):
+async def test_card_posted_once_during_flush(desk, store, transport, monkeypatch):
     posting = transport.post
     in_flight = asyncio.Event()
     release = asyncio.Event()
