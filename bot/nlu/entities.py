@@ -75,17 +75,16 @@ class EntityExtractor:
                     seen.add(tokens)
                     self._lookups.setdefault(name, []).append((tokens, value))
         self._max_words = max((len(tokens) for entries in self._lookups.values() for tokens, _ in entries), default=1)
-        # By entity and window size: exact entries by tokens, and the fuzzy candidates in entry order.
-        self._exact: dict[tuple[str, int], dict[tuple[str, ...], str]] = {}
-        self._fuzzy: dict[tuple[str, int], tuple[list[str], list[str]]] = {}
+        # By window size: the exact entries by tokens (entity -> value), and the fuzzy candidates.
+        # The candidates of all entities share one list, so one call scores a window against them all.
+        self._exact: dict[int, dict[tuple[str, ...], dict[str, str]]] = {}
+        self._fuzzy: dict[int, _Candidates] = {}
         for name, entries in self._lookups.items():
             for tokens, value in entries:
-                self._exact.setdefault((name, len(tokens)), {})[tokens] = value
+                self._exact.setdefault(len(tokens), {}).setdefault(tokens, {}).setdefault(name, value)
                 candidate = " ".join(tokens)
                 if len(candidate) >= MIN_FUZZY_LENGTH:
-                    strings, values = self._fuzzy.setdefault((name, len(tokens)), ([], []))
-                    strings.append(candidate)
-                    values.append(value)
+                    self._fuzzy.setdefault(len(tokens), _Candidates()).add(candidate, name, value)
 
     def extract(self, text: str) -> list[Entity]:
         # Offsets must point into the caller's text, so only length-preserving cleaning applies here.
@@ -120,36 +119,63 @@ class EntityExtractor:
         words = [(match.start(), match.end(), fold(match.group(0))) for match in _WORD.finditer(text)]
         found = []
         for size in range(min(self._max_words, len(words)), 0, -1):
+            exact = self._exact.get(size, {})
+            fuzzy = self._fuzzy.get(size)
             for index in range(len(words) - size + 1):
                 window = words[index : index + size]
                 window_tokens = tuple(word for _, _, word in window)
-                joined = " ".join(window_tokens)
+                exact_values = exact.get(window_tokens, {})
+                close = fuzzy.best(" ".join(window_tokens), self._threshold) if fuzzy is not None else {}
+                if not exact_values and not close:
+                    continue
+                start, end = window[0][0], window[-1][1]
+                surface = text[start:end]
                 for name in self._lookups:
-                    best = self._best_match(name, joined, window_tokens)
-                    if best is not None:
-                        score, value = best
-                        start, end = window[0][0], window[-1][1]
-                        surface = text[start:end]
-                        mapped = self._synonyms.get(fold(surface), self._synonyms.get(fold(value), value))
-                        found.append(Entity(name, mapped, start, end, score, "LookupEntityExtractor"))
+                    if name in exact_values:
+                        score, value = 1.0, exact_values[name]
+                    elif name in close:
+                        score, value = close[name]
+                    else:
+                        continue
+                    mapped = self._synonyms.get(fold(surface), self._synonyms.get(fold(value), value))
+                    found.append(Entity(name, mapped, start, end, score, "LookupEntityExtractor"))
         return found
 
-    def _best_match(self, name: str, joined: str, tokens: tuple[str, ...]) -> tuple[float, str] | None:
-        """Return (score, value) of the entry of ``name`` closest to the window, or None below the threshold."""
-        key = (name, len(tokens))
-        exact = self._exact.get(key)
-        if exact is not None and tokens in exact:
-            return 1.0, exact[tokens]
-        fuzzy = self._fuzzy.get(key)
-        if fuzzy is None:
-            return None
-        strings, values = fuzzy
-        # The highest ratio wins; among equal ratios, the entry listed first.
-        match = process.extractOne(joined, strings, scorer=fuzz.ratio, processor=None, score_cutoff=self._threshold)
-        if match is None:
-            return None
-        _, score, index = match
-        return score / 100, values[index]
+
+class _Candidates:
+    """The lookup entries of one window size that are long enough for typo-tolerant matching."""
+
+    def __init__(self) -> None:
+        self.strings: list[str] = []
+        self.names: list[str] = []
+        self.values: list[str] = []
+        self.shortest = 0
+        self.longest = 0
+
+    def add(self, string: str, name: str, value: str) -> None:
+        self.strings.append(string)
+        self.names.append(name)
+        self.values.append(value)
+        self.shortest = min(self.shortest or len(string), len(string))
+        self.longest = max(self.longest, len(string))
+
+    def best(self, window: str, threshold: float) -> dict[str, tuple[float, str]]:
+        """Return, by entity, (score, value) of the entry closest to ``window`` at or above ``threshold``.
+
+        The highest ratio wins; among equal ratios, the entry listed first.
+        """
+        # fuzz.ratio is at most 200 * min(a, b) / (a + b) for lengths a and b, so a window whose
+        # length no entry can reach is skipped. The margin keeps rounding from skipping a borderline match.
+        length = len(window)
+        if self.longest < length * threshold / (200 - threshold) * 0.99 or self.shortest > length * (200 - threshold) / threshold * 1.01:
+            return {}
+        best: dict[str, tuple[float, int]] = {}
+        for _, score, index in process.extract(window, self.strings, scorer=fuzz.ratio, processor=None, score_cutoff=threshold, limit=None):
+            name = self.names[index]
+            current = best.get(name)
+            if current is None or score > current[0] or (score == current[0] and index < current[1]):
+                best[name] = (score, index)
+        return {name: (score / 100, self.values[index]) for name, (score, index) in best.items()}
 
 
 def _without_overlaps(entities: list[Entity]) -> list[Entity]:

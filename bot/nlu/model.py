@@ -11,6 +11,7 @@ import re
 import time
 import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ FALLBACK_INTENT = "nlu_fallback"
 RANKING_LENGTH = 10
 _PAYLOAD = re.compile(r"^/(?P<intent>[\w-]+(?:/[\w-]+)?)(?P<entities>\{.*\})?\s*$", re.DOTALL)
 _WORD_PATTERN = r"(?u)\b\w+\b"
+# Words whose character n-gram columns a model keeps between messages; the table starts over when full.
+WORD_CACHE_SIZE = 50_000
 
 
 @dataclass
@@ -117,15 +120,11 @@ class NluModel:
     # ----- parsing -----
 
     def __post_init__(self) -> None:
-        self._blocks = [
-            (self.word_vectorizer.build_analyzer(), self.word_vectorizer.vocabulary_, self.word_vectorizer.idf_, 0),
-            (
-                self.char_vectorizer.build_analyzer(),
-                self.char_vectorizer.vocabulary_,
-                self.char_vectorizer.idf_,
-                len(self.word_vectorizer.vocabulary_),
-            ),
-        ]
+        self._word_vocabulary = self.word_vectorizer.vocabulary_
+        self._char_vocabulary = self.char_vectorizer.vocabulary_
+        self._char_offset = len(self._word_vocabulary)
+        # A word's character n-gram columns, computed once per word and model.
+        self._word_columns: dict[str, tuple[int, ...]] = {}
 
     def featurize(self, texts: list[str]) -> sp.csr_matrix:
         """Return TF-IDF features of many texts (the training path, through scikit-learn)."""
@@ -139,19 +138,22 @@ class NluModel:
         """Return one text's features as (indices, values), equal to a row of ``featurize``.
 
         scikit-learn's transform costs about a millisecond of checks per call; this computes the same
-        sublinear TF-IDF with L2 norm per block directly.
+        n-grams and the same sublinear TF-IDF with L2 norm per block directly.
         """
-        normalized = self.normalizer.normalize(text)
+        tokens = self.normalizer.tokens(text)
         all_indices: list[np.ndarray] = []
         all_values: list[np.ndarray] = []
-        for analyzer, vocabulary, idf, offset in self._blocks:
-            counts: dict[int, int] = {}
-            for gram in analyzer(normalized):
-                column = vocabulary.get(gram)
-                if column is not None:
-                    counts[column] = counts.get(column, 0) + 1
-            if not counts:
+        word_columns = [column for column in map(self._word_vocabulary.get, self._word_grams(tokens)) if column is not None]
+        char_columns: list[int] = []
+        for token in tokens:
+            char_columns.extend(self._char_columns(token))
+        for columns, idf, offset in (
+            (word_columns, self.word_vectorizer.idf_, 0),
+            (char_columns, self.char_vectorizer.idf_, self._char_offset),
+        ):
+            if not columns:
                 continue
+            counts = Counter(columns)
             indices = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
             values = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))) * idf[indices]
             values /= np.sqrt(values @ values)
@@ -160,6 +162,35 @@ class NluModel:
         if not all_indices:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
         return np.concatenate(all_indices), np.concatenate(all_values)
+
+    def _word_grams(self, tokens: list[str]) -> list[str]:
+        """Return the word n-grams of ``tokens`` as scikit-learn's word analyzer lists them."""
+        low, high = self.word_vectorizer.ngram_range
+        grams = list(tokens) if low == 1 else []
+        for size in range(max(low, 2), min(high, len(tokens)) + 1):
+            grams.extend(" ".join(tokens[index : index + size]) for index in range(len(tokens) - size + 1))
+        return grams
+
+    def _char_columns(self, word: str) -> tuple[int, ...]:
+        """Return the columns of a word's ``char_wb`` n-grams, repeated as often as each occurs."""
+        columns = self._word_columns.get(word)
+        if columns is not None:
+            return columns
+        padded = f" {word} "
+        length = len(padded)
+        grams: list[str] = []
+        low, high = self.char_vectorizer.ngram_range
+        for size in range(low, high + 1):
+            if length <= size:
+                # scikit-learn counts a word no longer than the n-gram size once, whole, and stops.
+                grams.append(padded)
+                break
+            grams.extend(padded[index : index + size] for index in range(length - size + 1))
+        columns = tuple(column for column in map(self._char_vocabulary.get, grams) if column is not None)
+        if len(self._word_columns) >= WORD_CACHE_SIZE:
+            self._word_columns.clear()
+        self._word_columns[word] = columns
+        return columns
 
     def parse(self, text: str) -> dict[str, Any]:
         """Return the parse result in Rasa's shape: text, intent, entities, intent_ranking, response_selector."""

@@ -22,6 +22,9 @@ MAX_SPELLING_WORDS = 3
 
 def fold(text: str) -> str:
     """Lower-case ``text`` and strip its accents (``Élève`` -> ``eleve``), keeping its length per character."""
+    if text.isascii():
+        # Nothing to decompose: most words of most messages take this path.
+        return text.lower()
     decomposed = unicodedata.normalize("NFD", text.lower())
     stripped = "".join(char for char in decomposed if not unicodedata.combining(char))
     return unicodedata.normalize("NFC", stripped)

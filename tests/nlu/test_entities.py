@@ -187,3 +187,41 @@ def test_entity_is_frozen() -> None:
 
     with pytest.raises(AttributeError):
         entity.value = "Paris"  # type: ignore[misc]
+
+
+def _closest_by_brute_force(window: str, entries: list[tuple[str, str]], threshold: int) -> dict[str, tuple[float, str]]:
+    """Score the window against every entry, one entity at a time, the first listed winning ties."""
+    from rapidfuzz import fuzz
+
+    best: dict[str, tuple[float, str]] = {}
+    for name, value in entries:
+        score = fuzz.ratio(window, value)
+        if score >= threshold and (name not in best or score > best[name][0]):
+            best[name] = (score, value)
+    return {name: (score / 100, value) for name, (score, value) in best.items()}
+
+
+def test_one_call_per_window_finds_what_each_entity_would() -> None:
+    import random
+
+    from bot.nlu.entities import _Candidates
+
+    rng = random.Random(7)
+    entries = [("profile", "enseignant"), ("profile", "eleve"), ("city", "marseille"), ("city", "lyonnais"), ("device", "tablette")]
+    entries += [("device", "".join(rng.choice("abcde") for _ in range(rng.randint(5, 12)))) for _ in range(30)]
+    candidates = _Candidates()
+    for name, value in entries:
+        candidates.add(value, name, value)
+    windows = [value for _, value in entries]
+    for _ in range(2000):
+        # Edited entries and strings of every length, so that the length filter meets its bounds.
+        chars = list(rng.choice(windows))
+        for _ in range(rng.randint(0, 4)):
+            position = rng.randrange(len(chars) + 1)
+            if rng.random() < 0.5 and position < len(chars):
+                del chars[position]
+            else:
+                chars.insert(position, rng.choice("abcdeilnrst"))
+        window = "".join(chars)
+        for threshold in (60, 86, 95):
+            assert candidates.best(window, threshold) == _closest_by_brute_force(window, entries, threshold), window

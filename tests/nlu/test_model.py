@@ -456,3 +456,18 @@ def test_load_rejects_pickled_arrays(saved: Path, tmp_path: Path) -> None:
 
     with pytest.raises(ModelError, match="allow_pickle=False"):
         NluModel.load(path)
+
+
+def test_word_table_starts_over_when_full(model: NluModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bot.nlu.model as module
+
+    expected = [model.featurize_one(text) for text in TEXTS]
+    monkeypatch.setattr(module, "WORD_CACHE_SIZE", 3)
+    model._word_columns.clear()
+
+    again = [model.featurize_one(text) for text in TEXTS]
+
+    assert len(model._word_columns) <= 3
+    for (indices, values), (indices_again, values_again) in zip(expected, again):
+        np.testing.assert_array_equal(indices, indices_again)
+        np.testing.assert_allclose(values, values_again, rtol=1e-12)
