@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -11,6 +13,7 @@ from sqlalchemy import insert, select, text
 
 from bot.dialogue.events import BotUttered, ExpertUttered, SessionStarted, SlotSet, UserUttered
 from bot.storage import Store, migrate
+from bot.storage import store as store_module
 from bot.storage.store import DuplicateMessage
 from bot.storage.tables import ConnectorState, Conversation, EventRow
 
@@ -120,8 +123,7 @@ async def sqlite_store(tmp_path):
     await store.stop()
 
 
-def _slow_write(connection, key: str) -> None:
-    time.sleep(0.3)
+def _write_done(connection, key: str) -> None:
     connection.execute(insert(ConnectorState.__table__).values(key=key, value="done", updated_at=_now()))
 
 
@@ -131,17 +133,76 @@ def _now():
     return utcnow()
 
 
-async def test_cancelled_caller_does_not_stop_the_transaction(sqlite_store):
-    task = asyncio.ensure_future(sqlite_store.run(_slow_write, "cancelled-caller"))
-    await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    # The write finishes and commits, and later writes are not blocked.
-    await asyncio.sleep(0.5)
+@contextlib.contextmanager
+def write_lock(path):
+    """Hold the database's write lock from another connection, as another process would."""
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield other
+    finally:
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
+
+
+async def test_transaction_runs_on_the_loop_thread(sqlite_store):
+    threads = []
+
+    def record_thread(connection):
+        threads.append(threading.current_thread())
+        _write_done(connection, "inline")
+
+    await sqlite_store.run(record_thread)
+
+    assert threads == [threading.current_thread()]
+    assert await sqlite_store.get_state("inline") == "done"
+
+
+async def test_locked_write_waits_on_the_database_thread(sqlite_store, tmp_path):
+    start = await sqlite_store.open_turn("web", "waiting")
+    with write_lock(tmp_path / "entraide.db"):
+        pending = asyncio.ensure_future(sqlite_store.record_turn(start.conversation.id, turn("bonjour")))
+        started = time.monotonic()
+        await asyncio.sleep(0.3)
+        # The event loop stays free, because no connection of the loop waits in SQLite's busy
+        # handler. Reads go on, because WAL readers take no lock.
+        assert time.monotonic() - started < 5
+        assert not pending.done()
+        assert (await sqlite_store.open_turn("web", "waiting")).conversation.last_seq == 0
+    assert await pending == [1, 2]
+    assert [item.seq for item in await sqlite_store.events(start.conversation.id)] == [1, 2]
+
+
+async def test_cancelled_caller_does_not_stop_the_transaction(sqlite_store, tmp_path):
+    with write_lock(tmp_path / "entraide.db"):
+        task = asyncio.ensure_future(sqlite_store.set_state("cancelled-caller", "done"))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    # The write waited for the lock on the database thread, then committed.
+    for _ in range(50):
+        if await sqlite_store.get_state("cancelled-caller") == "done":
+            break
+        await asyncio.sleep(0.05)
     assert await sqlite_store.get_state("cancelled-caller") == "done"
     await sqlite_store.set_state("after", "ok")
     await sqlite_store.check_write()
+
+
+async def test_wal_checkpointed_on_the_database_thread(sqlite_store, tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 10)
+    wal = tmp_path / "entraide.db-wal"
+    largest = 0
+    for index in range(300):
+        await sqlite_store.set_state(f"key-{index}", "x" * 500)
+        largest = max(largest, wal.stat().st_size)
+        # Give the thread's checkpoint a moment, as the idle moments of a server do.
+        await asyncio.sleep(0.002)
+    # Without checkpoints, the WAL would take every one of the 300 transactions' pages.
+    assert largest < 300 * 4096
+    assert await sqlite_store.get_state("key-299") == "x" * 500
 
 
 async def test_write_check_fails_while_locked(sqlite_store, tmp_path):
@@ -163,9 +224,11 @@ async def test_write_check_fails_while_locked(sqlite_store, tmp_path):
 
 
 async def test_stop_waits_for_a_transaction_in_progress(sqlite_store, tmp_path):
-    pending = asyncio.ensure_future(sqlite_store.run(_slow_write, "before-stop"))
-    await asyncio.sleep(0.05)
-    await sqlite_store.stop()
+    with write_lock(tmp_path / "entraide.db") as other:
+        pending = asyncio.ensure_future(sqlite_store.set_state("before-stop", "done"))
+        await asyncio.sleep(0.1)
+        asyncio.get_running_loop().call_later(0.3, other.execute, "ROLLBACK")
+        await sqlite_store.stop()
     await pending
     reopened = Store(f"sqlite+aiosqlite:///{tmp_path / 'entraide.db'}")
     await reopened.start()
