@@ -4,7 +4,8 @@
 (created on first contact) and the events the caller does not hold yet. ``record_turn`` writes what
 the turn produced: the de-duplication mark, the events and the conversation's new counters. The
 functions take a synchronous SQLAlchemy ``Connection`` and use Core statements only, so that a turn
-costs two round trips to the database thread and no ORM bookkeeping.
+costs two transactions and no ORM bookkeeping. On a SQLite file (the pysqlite driver), the
+statements that every turn runs go straight to the DB-API cursor (see ``_Direct``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Dialect, bindparam, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bot.dialogue.events import Event, event_from_record
 from bot.errors import StorageError
@@ -58,6 +59,75 @@ _INFO_COLUMNS = (
 )
 _FIND = select(*_INFO_COLUMNS).where(_conversations.c.channel == bindparam("channel"), _conversations.c.sender_id == bindparam("sender_id"))
 _ADVANCE: dict[tuple[tuple[str, ...], bool], Any] = {}
+_EVENT_KEYS = ["conversation_id", "seq", "type", "timestamp", "data"]
+_PROCESSED_KEYS = ["channel", "message_id", "conversation_id", "processed_at"]
+_CONVERSATION_KEYS = ["id", "channel", "sender_id", "created_at", "last_active_at", "status", "last_seq", "delivered_seq"]
+
+
+class _Direct:
+    """A Core statement compiled once for pysqlite and run on the DB-API cursor of the connection.
+
+    For the small statements of a turn, SQLAlchemy's work at each execution (cache lookup,
+    parameter and result set-up) costs more than SQLite's. The columns' own bind processors still
+    convert the values, so the rows are the same as through Core, and driver errors are wrapped
+    in SQLAlchemy's exceptions as Core would.
+    """
+
+    def __init__(self, statement, dialect: Dialect, keys: list[str] | None = None) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=keys)
+        self.sql = compiled.string
+        self.binds = [
+            (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in compiled.positiontup
+        ]
+
+    def parameters(self, values: dict[str, Any]) -> tuple:
+        return tuple(values[name] if process is None else process(values[name]) for name, process in self.binds)
+
+    def rows(self, connection: Connection, values: dict[str, Any]) -> list[tuple]:
+        """Run the statement once and return all its rows."""
+        cursor = connection.connection.dbapi_connection.cursor()
+        try:
+            cursor.execute(self.sql, self.parameters(values))
+            return cursor.fetchall()
+        except connection.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(self.sql, None, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect) from exc
+        finally:
+            cursor.close()
+
+    def run_many(self, connection: Connection, values: list[dict[str, Any]]) -> None:
+        """Run the statement once per item of ``values``."""
+        cursor = connection.connection.dbapi_connection.cursor()
+        try:
+            cursor.executemany(self.sql, [self.parameters(item) for item in values])
+        except connection.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(self.sql, None, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect) from exc
+        finally:
+            cursor.close()
+
+
+# Compiled statements by (statement name, dialect), filled on first use.
+_DIRECT: dict[tuple[Any, int], _Direct] = {}
+
+
+def _direct(connection: Connection, name: Any, statement, keys: list[str] | None = None) -> _Direct | None:
+    """Return ``statement`` compiled for direct execution, or None where Core runs it (other drivers)."""
+    dialect = connection.dialect
+    if dialect.driver != "pysqlite":
+        return None
+    key = (name, id(dialect))
+    direct = _DIRECT.get(key)
+    if direct is None:
+        direct = _DIRECT[key] = _Direct(statement, dialect, keys)
+    return direct
+
+
+def _execute(connection: Connection, name: Any, statement, values: dict[str, Any], keys: list[str] | None = None) -> list[tuple]:
+    """Run one statement and return its rows, directly on pysqlite and through Core elsewhere."""
+    direct = _direct(connection, name, statement, keys)
+    if direct is not None:
+        return direct.rows(connection, values)
+    result = connection.execute(statement, values)
+    return list(result) if result.returns_rows else []
 
 
 def _advance_statement(columns: tuple[str, ...], delivered: bool):
@@ -136,8 +206,7 @@ def open_turn(
     ``known`` is the conversation id and the last sequence number that the caller already holds.
     """
     if message_id is not None:
-        seen = connection.execute(_SEEN, {"channel": channel, "message_id": message_id}).first()
-        if seen is not None:
+        if _execute(connection, "seen", _SEEN, {"channel": channel, "message_id": message_id}):
             return TurnStart(conversation=None)
     conversation = find_conversation(connection, channel, sender_id)
     if conversation is None:
@@ -175,33 +244,35 @@ def record_turn(
         channel, message_id = processed
         try:
             # No savepoint: the caller's transaction rolls back as a whole on this error.
-            connection.execute(
-                _INSERT_PROCESSED, {"channel": channel, "message_id": message_id, "conversation_id": conversation_id, "processed_at": now}
-            )
+            mark = {"channel": channel, "message_id": message_id, "conversation_id": conversation_id, "processed_at": now}
+            _execute(connection, "insert_processed", _INSERT_PROCESSED, mark, _PROCESSED_KEYS)
         except IntegrityError:
             raise DuplicateMessage(f"{channel} message {message_id}") from None
     count = len(events)
     columns = tuple(sorted(values))
     parameters = {f"new_{name}": values[name] for name in columns}
     parameters.update(conversation_id=conversation_id, count=count, now=now)
-    last = connection.execute(_advance_statement(columns, delivered), parameters).scalar_one_or_none()
-    if last is None:
+    returned = _execute(connection, ("advance", columns, delivered), _advance_statement(columns, delivered), parameters)
+    if not returned:
         raise StorageError(f"conversation {conversation_id} not found")
+    last = returned[0][0]
     seqs = list(range(last - count + 1, last + 1))
     if events:
-        connection.execute(
-            _INSERT_EVENTS,
-            [
-                {"conversation_id": conversation_id, "seq": seq, "type": item.kind, "timestamp": item.timestamp, "data": item.payload()}
-                for seq, item in zip(seqs, events)
-            ],
-        )
+        rows = [
+            {"conversation_id": conversation_id, "seq": seq, "type": item.kind, "timestamp": item.timestamp, "data": item.payload()}
+            for seq, item in zip(seqs, events)
+        ]
+        direct = _direct(connection, "insert_events", _INSERT_EVENTS, _EVENT_KEYS)
+        if direct is not None:
+            direct.run_many(connection, rows)
+        else:
+            connection.execute(_INSERT_EVENTS, rows)
     return seqs
 
 
 def find_conversation(connection: Connection, channel: str, sender_id: str) -> ConversationInfo | None:
-    row = connection.execute(_FIND, {"channel": channel, "sender_id": sender_id}).first()
-    return ConversationInfo(*row) if row is not None else None
+    rows = _execute(connection, "find", _FIND, {"channel": channel, "sender_id": sender_id})
+    return ConversationInfo(*rows[0]) if rows else None
 
 
 def _create_conversation(connection: Connection, channel: str, sender_id: str, now: datetime) -> ConversationInfo:
@@ -209,13 +280,11 @@ def _create_conversation(connection: Connection, channel: str, sender_id: str, n
         id=str(uuid.uuid4()), channel=channel, sender_id=sender_id, status="active", last_seq=0, delivered_seq=0,
         request_id=None, profile=None, school=None,
     )
-    connection.execute(
-        _INSERT_CONVERSATION,
-        {
-            "id": info.id, "channel": channel, "sender_id": sender_id, "created_at": now, "last_active_at": now,
-            "status": "active", "last_seq": 0, "delivered_seq": 0,
-        },
-    )
+    values = {
+        "id": info.id, "channel": channel, "sender_id": sender_id, "created_at": now, "last_active_at": now,
+        "status": "active", "last_seq": 0, "delivered_seq": 0,
+    }
+    _execute(connection, "insert_conversation", _INSERT_CONVERSATION, values, _CONVERSATION_KEYS)
     return info
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 import threading
 import time
@@ -189,6 +190,38 @@ async def test_cancelled_caller_does_not_stop_the_transaction(sqlite_store, tmp_
     assert await sqlite_store.get_state("cancelled-caller") == "done"
     await sqlite_store.set_state("after", "ok")
     await sqlite_store.check_write()
+
+
+async def test_direct_rows_equal_core_rows(sqlite_store, tmp_path):
+    from bot.storage import turns as turns_module
+
+    events = [UserUttered(text="élève", intent="greet", entities=[{"entity": "profile", "value": "eleve"}]), SlotSet("profile", "eleve")]
+    direct = (await sqlite_store.open_turn("web", "direct")).conversation.id
+    await sqlite_store.record_turn(direct, events, processed=("web", "m-1"), values={"profile": "eleve"})
+    core = (await sqlite_store.open_turn("web", "core")).conversation.id
+
+    def through_core(connection):
+        rows = [
+            {"conversation_id": core, "seq": seq, "type": item.kind, "timestamp": item.timestamp, "data": item.payload()}
+            for seq, item in enumerate(events, start=1)
+        ]
+        connection.execute(turns_module._INSERT_EVENTS, rows)
+
+    await sqlite_store.run(through_core)
+    raw = sqlite3.connect(tmp_path / "entraide.db")
+    try:
+        stored = raw.execute("SELECT conversation_id, seq, type, timestamp, data FROM events ORDER BY conversation_id, seq").fetchall()
+        created = raw.execute("SELECT created_at FROM conversations ORDER BY id").fetchall()
+        processed = raw.execute("SELECT processed_at FROM processed_messages").fetchall()
+    finally:
+        raw.close()
+    by_conversation = {conversation: [row[1:] for row in stored if row[0] == conversation] for conversation in (direct, core)}
+    assert by_conversation[direct] == by_conversation[core]
+    assert len(by_conversation[direct]) == 2
+    # SQLAlchemy's format for SQLite datetimes, so Core and the ORM read them back.
+    for (value,) in created + processed:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", value), value
+    assert [item.event for item in await sqlite_store.events(direct)] == events
 
 
 async def test_wal_checkpointed_on_the_database_thread(sqlite_store, tmp_path, monkeypatch):
