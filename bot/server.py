@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -216,6 +217,10 @@ async def serve(settings: Settings, host: str, port: int, ready: asyncio.Event |
         app = build_app(runtime)
         runner = make_runner(app)
         await runner.setup()
+        # The model, the domain and the libraries' objects live as long as the process. Frozen,
+        # they are left out of the collector's full passes, which otherwise pause every request.
+        gc.collect()
+        gc.freeze()
         try:
             site = web.TCPSite(runner, host, port)
             await site.start()
