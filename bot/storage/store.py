@@ -16,12 +16,14 @@ from ``Store.session``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
+import orjson
 from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -52,6 +54,23 @@ _events = EventRow.__table__
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def json_dumps(value: Any) -> str:
+    """Serialize a JSON column's value, through orjson, which encodes event payloads several times faster than ``json``."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+    except TypeError:
+        # orjson rejects integers beyond 64 bits, which the json module writes.
+        return json.dumps(value)
+
+
+def json_loads(text: str | bytes) -> Any:
+    """Parse a JSON column's value, accepting the NaN and Infinity that the json module may have written."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 class Store:
@@ -85,7 +104,7 @@ class Store:
         if self._engine is not None:
             raise RuntimeError("Store is already started")
         is_sqlite = self.url.startswith("sqlite")
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": json_loads}
         if is_sqlite:
             options["connect_args"] = {"timeout": 30}
         else:
@@ -112,7 +131,14 @@ class Store:
         url = make_url(self.url).set(drivername="sqlite+pysqlite")
         # Two connections: one held by the event loop's thread, and one that the pool lends to the
         # database thread for each transaction.
-        self._sync_engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=2, max_overflow=0)
+        self._sync_engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=2,
+            max_overflow=0,
+            json_serializer=json_dumps,
+            json_deserializer=json_loads,
+        )
         event.listen(self._sync_engine, "connect", _sqlite_pragmas)
         self._inline = self._sync_engine.connect()
         # Fail at once instead of blocking the event loop while another connection writes.

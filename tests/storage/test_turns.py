@@ -311,3 +311,13 @@ async def test_in_memory_sqlite_runs_on_the_async_engine():
             await connection.execute(text("SELECT 1"))
     finally:
         await store.stop()
+
+
+def test_json_columns_round_trip_what_json_accepts():
+    from bot.storage.store import json_dumps, json_loads
+
+    value = {"text": "élève", "confidence": 0.25, 1: "key", "huge": 2**70, "list": (1, 2)}
+
+    assert json_loads(json_dumps(value)) == {"text": "élève", "confidence": 0.25, "1": "key", "huge": 2**70, "list": [1, 2]}
+    # Rows written by the json module before may hold NaN, which strict JSON parsers reject.
+    assert json_loads('{"confidence": NaN}')["confidence"] != json_loads('{"confidence": NaN}')["confidence"]
