@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000
 READINESS_WAIT_MS = 2_000
+# When the event loop's connection meets a lock, the transaction is tried again after each of these
+# pauses, in seconds, before it goes to the database thread. The holder is most often a write of
+# this process's ORM sessions, which needs the event loop to finish, so the loop must not block.
+INLINE_RETRY_DELAYS = (0.001, 0.002, 0.004, 0.008, 0.016)
 # SQLite's result codes for a lock held by another connection (SQLITE_BUSY, SQLITE_LOCKED), in the
 # low byte of the extended code.
 _SQLITE_LOCK_CODES = {5, 6}
@@ -178,10 +182,12 @@ class Store:
             async with self.engine.begin() as connection:
                 return await connection.run_sync(function, *args)
         if self._inline is not None:
-            try:
-                return self._run_inline(function, args)
-            except _Locked:
-                logger.debug("database locked by another connection, so %s runs on the database thread", function.__name__)
+            for delay in INLINE_RETRY_DELAYS:
+                try:
+                    return self._run_inline(function, args)
+                except _Locked:
+                    await asyncio.sleep(delay)
+            logger.debug("database still locked by another connection, so %s runs on the database thread", function.__name__)
         return await self._in_thread(self._run_in_thread, function, args)
 
     def _run_inline(self, function: Callable[..., T], args: tuple) -> T:

@@ -175,6 +175,22 @@ async def test_locked_write_waits_on_the_database_thread(sqlite_store, tmp_path)
     assert [item.seq for item in await sqlite_store.events(start.conversation.id)] == [1, 2]
 
 
+async def test_turn_waits_for_an_orm_write(sqlite_store):
+    from sqlalchemy import update
+
+    start = await sqlite_store.open_turn("web", "behind-orm")
+    await sqlite_store.set_state("orm", "before")
+    async with sqlite_store.session() as session:
+        # The ORM holds the write lock across awaits, and only the event loop can let it commit.
+        await session.execute(update(ConnectorState).where(ConnectorState.key == "orm").values(value="after"))
+        pending = asyncio.ensure_future(sqlite_store.record_turn(start.conversation.id, turn("bonjour")))
+        await asyncio.sleep(0.005)
+        assert not pending.done()
+        await session.commit()
+    assert await asyncio.wait_for(pending, 10) == [1, 2]
+    assert await sqlite_store.get_state("orm") == "after"
+
+
 async def test_cancelled_caller_does_not_stop_the_transaction(sqlite_store, tmp_path):
     with write_lock(tmp_path / "entraide.db"):
         task = asyncio.ensure_future(sqlite_store.set_state("cancelled-caller", "done"))
