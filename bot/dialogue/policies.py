@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from bot.data.domain import Domain
 from bot.data.stories import ActionStep, Story, expand
 from bot.dialogue.events import SlotSet, UserUttered
-from bot.dialogue.states import LISTEN, Pair, State, StateBuilder, items_from_steps, window_matches
+from bot.dialogue.states import LISTEN, Pair, State, StateBuilder, items_from_steps, matches, window_matches
 from bot.dialogue.tracker import Tracker
 from bot.nlu.model import FALLBACK_INTENT
 
@@ -107,7 +107,12 @@ class MemoizationPolicy:
 
     def predict(self, conversation: list[State]) -> Prediction | None:
         best: tuple[tuple[int, int], str] | None = None
+        last = conversation[-1] if conversation else None
         for window, action in self.memory:
+            # Every suffix ends with the window's last state, so a window whose last state does not
+            # match has no matching suffix.
+            if last is None or not matches(window[-1], last):
+                continue
             # Try the longest suffix of the remembered window first, down to the last state alone.
             for size in range(len(window), 0, -1):
                 suffix = window[-size:]

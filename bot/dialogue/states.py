@@ -171,4 +171,5 @@ def window_matches(window: tuple[State, ...], conversation: list[State]) -> bool
     if len(window) > len(conversation):
         return False
     offset = len(conversation) - len(window)
-    return all(matches(state, conversation[offset + index]) for index, state in enumerate(window))
+    # From the newest state back, because the newest states differ most between windows.
+    return all(matches(window[index], conversation[offset + index]) for index in range(len(window) - 1, -1, -1))
