@@ -5,10 +5,10 @@ the URL; the schema comes from the Alembic migrations.
 
 The frequent operations (a turn's two steps, events, connector state, de-duplication) are plain
 functions over a synchronous connection, run by ``Store.run`` in one transaction. On a SQLite file
-they run on the event loop's thread first, on a connection that never waits for a lock: such a
-transaction takes a fraction of a millisecond, less than a hop to another thread and back. When
-another connection holds the write lock, the transaction is handed whole to one dedicated thread,
-whose connection waits for the lock. Elsewhere (PostgreSQL, in-memory SQLite) the functions run on
+they run on the event loop's thread, on a connection that never waits for a lock, because such a
+transaction takes less time than a hop to another thread and back. When another connection holds
+the write lock, the transaction is tried again after short pauses on the loop. If the lock stays,
+it is handed whole to one dedicated thread, whose connection waits for the lock. Elsewhere (PostgreSQL, in-memory SQLite) the functions run on
 the async engine through ``run_sync``. Less frequent work (requests, migrations) uses ORM sessions
 from ``Store.session``.
 """
@@ -172,9 +172,9 @@ class Store:
         """Run ``function(connection, *args)`` in one transaction and return its result.
 
         The transaction commits when the function returns and rolls back when it raises. On a
-        SQLite file, ``function`` may run twice: first on the event loop's thread, then, if that
-        attempt met another connection's lock and rolled back, on the database thread. It must
-        therefore act only through the connection. A transaction on the loop's thread cannot be
+        SQLite file, ``function`` may run several times, because an attempt that meets another
+        connection's lock rolls back and starts again, on the event loop's thread or on the
+        database thread. It must therefore act only through the connection. A transaction on the loop's thread cannot be
         interrupted, and one handed to the database thread finishes even if the awaiting task is
         cancelled, so a client that goes away cannot leave the database locked.
         """
@@ -182,10 +182,12 @@ class Store:
             async with self.engine.begin() as connection:
                 return await connection.run_sync(function, *args)
         if self._inline is not None:
-            for delay in INLINE_RETRY_DELAYS:
+            for delay in (*INLINE_RETRY_DELAYS, None):
                 try:
                     return self._run_inline(function, args)
                 except _Locked:
+                    if delay is None:
+                        break
                     await asyncio.sleep(delay)
             logger.debug("database still locked by another connection, so %s runs on the database thread", function.__name__)
         return await self._in_thread(self._run_in_thread, function, args)
@@ -195,6 +197,7 @@ class Store:
         try:
             with connection.begin():
                 result = function(connection, *args)
+                # pysqlite opens a transaction at the first write only, so this tells a write from a read.
                 wrote = connection.connection.dbapi_connection.in_transaction
         except OperationalError as exc:
             if _is_lock_error(exc):
