@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
+import random
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Sequence
@@ -17,6 +20,11 @@ from bot.storage.tables import Conversation, RelayedEvent, Request, RequestTrans
 
 logger = logging.getLogger(__name__)
 MAX_REFERENCE_ATTEMPTS = 10
+# Seconds of the first pause after a reference clash, doubled at each attempt, with jitter so that
+# workers that clashed do not clash again.
+REFERENCE_RETRY_PAUSE = 0.01
+# One lock per store, so that requests created at the same moment in one process take their numbers in turn.
+_ALLOCATION_LOCKS: weakref.WeakKeyDictionary[Store, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 class Status(str, enum.Enum):
@@ -57,8 +65,17 @@ class RequestBook:
         self.prefix = prefix
 
     async def create(self, new: NewRequest, actor: str = "assistant") -> Request:
-        """Insert a request with the next reference of the year, such as ENT-2026-00042."""
-        for _ in range(MAX_REFERENCE_ATTEMPTS):
+        """Insert a request with the next reference of the year, such as ENT-2026-00042.
+
+        The reference is the year's highest plus one. Within one process, creations take turns. A
+        clash with another process (a worker, the CLI) is retried after a growing pause.
+        """
+        lock = _ALLOCATION_LOCKS.setdefault(self.store, asyncio.Lock())
+        async with lock:
+            return await self._create(new, actor)
+
+    async def _create(self, new: NewRequest, actor: str) -> Request:
+        for attempt in range(MAX_REFERENCE_ATTEMPTS):
             now = utcnow()
             stem = f"{self.prefix}-{now.year}-"
             async with self.store.session() as session:
@@ -94,8 +111,9 @@ class RequestBook:
                     logger.info("request %s created for conversation %s (desk %s)", row.reference, new.conversation_id, new.desk)
                     return row
                 except IntegrityError:
-                    # Another worker took this reference: count again.
-                    continue
+                    # Another process took this reference, so count again after a pause.
+                    logger.info("request reference clash for conversation %s, attempt %d", new.conversation_id, attempt + 1)
+                    await asyncio.sleep(random.uniform(0.5, 1.5) * REFERENCE_RETRY_PAUSE * 2**attempt)
         raise HandoffError(f"could not allocate a request reference after {MAX_REFERENCE_ATTEMPTS} attempts")
 
     async def get(self, reference: str) -> Request | None:

@@ -86,6 +86,41 @@ async def test_request_references_increase(store):
     assert second.reference == f"ENT-{year}-00002"
 
 
+async def test_concurrent_requests_get_distinct_references(store):
+    conversations = [await store.conversation("web", f"s{index}") for index in range(20)]
+    book = RequestBook(store, "ENT")
+
+    created = await asyncio.gather(
+        *(book.create(NewRequest(item.id, "web", 1, "triage", "technique", "mot de passe", None, None)) for item in conversations)
+    )
+
+    year = created[0].created_at.year
+    assert sorted(request.reference for request in created) == [f"ENT-{year}-{number:05d}" for number in range(1, 21)]
+
+
+async def test_two_workers_get_distinct_references(store, database_url):
+    # A second Store on the same database is what another worker process holds.
+    other = Store(database_url)
+    await other.start()
+    try:
+        conversations = [await store.conversation("web", f"w{index}") for index in range(16)]
+        books = [RequestBook(store, "ENT"), RequestBook(other, "ENT")]
+
+        created = await asyncio.gather(
+            *(
+                books[index % 2].create(NewRequest(item.id, "web", 1, "triage", "technique", "", None, None))
+                for index, item in enumerate(conversations)
+            )
+        )
+    finally:
+        await other.stop()
+
+    references = [request.reference for request in created]
+    assert len(set(references)) == 16
+    year = created[0].created_at.year
+    assert sorted(references) == [f"ENT-{year}-{number:05d}" for number in range(1, 17)]
+
+
 async def test_request_transitions_are_audited(store):
     conversation = await store.conversation("web", "s")
     book = RequestBook(store)
