@@ -132,6 +132,23 @@ async def test_handoff_creates_request(runtime):
     assert request.reference in replies[0].text
 
 
+async def test_failed_request_keeps_message(runtime, monkeypatch):
+    from bot.errors import HandoffError
+
+    async def fail(*args, **kwargs):
+        raise HandoffError("could not allocate a request reference after 10 attempts")
+
+    monkeypatch.setattr(runtime.book, "create", fail)
+    for text in ["je veux parler à un humain", "je suis parent", "0751234A", "je ne reçois plus les mails de l'ENT"]:
+        replies = await runtime.assistant.handle(message(text))
+
+    assert answers(replies) == ["utter_handoff_failed"]
+    assert "Réessayez" in replies[-1].text
+    assert (await user_events(runtime))[-1].text == "je ne reçois plus les mails de l'ENT"
+    conversation = await runtime.store.conversation("test", "user-1")
+    assert conversation.status == "active"
+
+
 async def test_recorded_request_keeps_assistant(runtime):
     # Without expert desks the request is only recorded, so the assistant goes on replying.
     for text in ["je veux parler à un humain", "je suis parent", "0751234A", "problème de connexion à Pronote"]:

@@ -6,7 +6,7 @@ import logging
 
 from bot.dialogue.actions import ActionContext, ActionResult
 from bot.dialogue.events import BotUttered, Event, HandoffStarted, UserUttered
-from bot.errors import HandoffError
+from bot.errors import HandoffError, StorageError
 from bot.handoff.desk import HandoffContext
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,13 @@ class HandoffAction:
             summary=summary_of(context),
             slots={name: value for name, value in tracker.slots.items() if value is not None},
         )
-        ticket = await desk.open_request(handoff, tracker)
+        try:
+            ticket = await desk.open_request(handoff, tracker)
+        except (HandoffError, StorageError) as exc:
+            # The turn is still stored with the user's message, and the user can ask again.
+            logger.error("request for conversation %s could not be created: %s", tracker.conversation_id, exc)
+            failed = context.utter("utter_handoff_failed")
+            return ActionResult([failed] if failed else [])
         events: list[Event] = [HandoffStarted(ticket.reference, ticket.desk)]
         uttered = context.utter(
             "utter_handoff_started" if ticket.relays else "utter_handoff_recorded",

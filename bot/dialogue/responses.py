@@ -24,6 +24,10 @@ DEFAULT_TEXTS = {
         "Pour revenir à l'assistant automatique, écrivez « retour au robot »."
     ),
     "utter_handoff_relayed": "Message transmis.",
+    "utter_handoff_failed": (
+        "Je n'ai pas pu enregistrer votre demande pour le moment. Votre message est bien conservé. "
+        "Réessayez dans quelques minutes en demandant à parler à une personne."
+    ),
     "utter_password_masked": (
         "J'ai masqué ce qui ressemble à un mot de passe dans votre message. Ne l'écrivez jamais ici : "
         "personne de l'assistance ne vous le demandera."
