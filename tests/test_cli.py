@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -258,3 +259,23 @@ def test_missing_config_executable(tmp_path: Path) -> None:
     assert completed.returncode == 1
     assert "configuration file not found" in completed.stderr
     assert completed.stdout == ""
+
+
+def test_closed_stdout_exits_quietly() -> None:
+    # As in `entraide check | head -1`: the reader is gone before the command writes.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "bot.cli", "check", "--config", str(ROOT / "config.yml")],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+
+    assert result.returncode == 141
+    assert b"Traceback" not in result.stderr
+    assert b"BrokenPipeError" not in result.stderr
