@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import secrets
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from typing import Any, Callable
 
 import aiohttp
 
-from bench.load import SpawnedServer, bench_config, machine, percentile
+from bench.load import SpawnedServer, bench_config, load_text, machine, machine_text, percentile
 
 logger = logging.getLogger("bench.handoff")
 
@@ -249,12 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         temporary = tempfile.TemporaryDirectory(prefix="entraide-handoff-")
         workdir = Path(temporary.name)
     try:
-        print(f"machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M:%S %z')}; load {os.getloadavg()}", flush=True)
+        print(f"machine: {machine_text()}; {time.strftime('%Y-%m-%d %H:%M:%S %z')}; load average {load_text()}", flush=True)
         figures = asyncio.run(measure(options, workdir))
         lines = [report("expert -> user widget", figures["expert_to_user"]), report("user widget -> expert room", figures["user_to_expert"])]
         for line in lines:
             print(line)
-        print(f"load {os.getloadavg()}")
+        print(f"load average {load_text()}")
         if options.json:
             options.json.write_text(json.dumps({"machine": machine(), "figures": figures, "targets": lines}, indent=2), encoding="utf-8")
     finally:

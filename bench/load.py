@@ -570,12 +570,13 @@ async def run_http_phase(
 
 def print_result(result: PhaseResult) -> None:
     row = result.summary()
+    count = f"{row['concurrency']} {'users' if row['phase'] == 'widget' else 'clients'}"
     print(
-        f"{row['target']:<9}{row['phase']:<7}{row['concurrency']:>6}  {row['per_second']:>8}/s  "
+        f"{row['target']:<9}{row['phase']:<7}{count:>11}  {row['per_second']:>8}/s  "
         f"p50 {row['p50_ms']} ms  p95 {row['p95_ms']} ms  p99 {row['p99_ms']} ms  max {row['max_ms']} ms  "
         f"errors {row['errors']} {row['error_kinds'] or ''}  empty {row['empty_replies']}  "
         f"server cpu {row['server_cpu_share']} cores  rss {row['server_rss_mib']} MiB  peak {row['server_peak_mib']} MiB  "
-        f"client cpu {row['client_cpu_share']} cores  load {row['load_average']}",
+        f"client cpu {row['client_cpu_share']} cores  load average {load_text(row['load_average'])}",
         flush=True,
     )
 
@@ -632,6 +633,17 @@ def machine() -> dict[str, Any]:
             break
     memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
     return {"cpu": model, "nproc": os.cpu_count(), "memory_gib": round(memory_kib / 1024 / 1024, 1), "python": sys.version.split()[0]}
+
+
+def machine_text() -> str:
+    """Return the machine's description on one line, for the head of a report."""
+    found = machine()
+    return f"{found['cpu']}, {found['nproc']} CPUs, {found['memory_gib']} GiB, Python {found['python']}"
+
+
+def load_text(values: tuple[float, ...] | list[float] | None = None) -> str:
+    """Return the 1, 5 and 15-minute load averages with two decimals."""
+    return " ".join(f"{value:.2f}" for value in (values if values is not None else os.getloadavg()))
 
 
 # ----- entry point -------------------------------------------------------------------------
@@ -715,13 +727,13 @@ def main(argv: list[str] | None = None) -> int:
         temporary = tempfile.TemporaryDirectory(prefix="entraide-load-")
         workdir = Path(temporary.name)
     try:
-        print(f"machine: {machine()}; started {time.strftime('%Y-%m-%d %H:%M:%S %z')}; load {os.getloadavg()}")
+        print(f"machine: {machine_text()}; started {time.strftime('%Y-%m-%d %H:%M:%S %z')}; load average {load_text()}")
         settings = [f"duration {options.duration} s", f"seed {options.seed}"]
         if "widget" in options.phases:
             settings.append(f"widget: messages {options.messages}, think {options.think} s, ramp {options.ramp} s")
         if {"rest", "parse"} & set(options.phases):
             settings.append(f"HTTP: {options.rest_clients} clients, warm-up {options.warmup} s")
-        print("load: " + "; ".join(settings), flush=True)
+        print("settings: " + "; ".join(settings), flush=True)
         results = []
         for index, (name, concurrency) in enumerate(phase_plan(options)):
             # A spawned server starts afresh for each phase, so that no phase inherits the state another left.

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import (
-    LOOPBACK, QUESTIONS, STOP_TIMEOUT, SpawnedServer, bench_config, entraide_command, free_port, machine,
-    tree_peak_kib, wait_http_ok,
+    LOOPBACK, QUESTIONS, STOP_TIMEOUT, SpawnedServer, bench_config, entraide_command, free_port, load_text, machine,
+    machine_text, tree_peak_kib, wait_http_ok,
 )
 
 RASA_MODEL_NAME = "bench"
@@ -104,7 +104,7 @@ def measure_entraide(workdir: Path, repeat: int, warmup_turns: int) -> dict[str,
         finally:
             warm.stop()
         print(f"entraide run {attempt + 1}: train {figures['train_s'][-1]:.2f} s, cold start {figures['cold_start_s'][-1]:.2f} s, "
-              f"warm start {figures['warm_start_s'][-1]:.2f} s, peak {figures['peak_mib'][-1]:.0f} MiB, load {os.getloadavg()}", flush=True)
+              f"warm start {figures['warm_start_s'][-1]:.2f} s, peak {figures['peak_mib'][-1]:.0f} MiB, load average {load_text()}", flush=True)
     return figures
 
 
@@ -152,7 +152,7 @@ def measure_rasa(rasa_python: Path, project: Path, workdir: Path, repeat: int, w
         finally:
             stop_process(process)
         print(f"rasa run {attempt + 1}: train {figures['train_s'][-1]:.1f} s, start {figures['start_s'][-1]:.2f} s, "
-              f"peak {figures['peak_mib'][-1]:.0f} MiB, load {os.getloadavg()}", flush=True)
+              f"peak {figures['peak_mib'][-1]:.0f} MiB, load average {load_text()}", flush=True)
     return figures
 
 
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(temporary.name)
     try:
         report: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "load_before": os.getloadavg()}
-        print(f"machine: {report['machine']}; {report['date']}; load {report['load_before']}", flush=True)
+        print(f"machine: {machine_text()}; {report['date']}; load average {load_text(report['load_before'])}", flush=True)
         report["entraide"] = measure_entraide(workdir, options.repeat, options.warmup_turns)
         lines = []
         if options.rasa_python:
