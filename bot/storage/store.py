@@ -197,7 +197,7 @@ class Store:
         try:
             with connection.begin():
                 result = function(connection, *args)
-                # pysqlite opens a transaction at the first write only, so this tells a write from a read.
+                # pysqlite opens a transaction at the first write only, so this is False after reads alone.
                 wrote = connection.connection.dbapi_connection.in_transaction
         except OperationalError as exc:
             if _is_lock_error(exc):

@@ -11,9 +11,10 @@ statements that every turn runs go straight to the DB-API cursor (see ``_Direct`
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from sqlalchemy import Connection, Dialect, bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -85,22 +86,24 @@ class _Direct:
 
     def rows(self, connection: Connection, values: dict[str, Any]) -> list[tuple]:
         """Run the statement once and return all its rows."""
-        cursor = connection.connection.dbapi_connection.cursor()
-        try:
+        with self._cursor(connection) as cursor:
             cursor.execute(self.sql, self.parameters(values))
             return cursor.fetchall()
-        except connection.dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(self.sql, None, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect) from exc
-        finally:
-            cursor.close()
 
     def run_many(self, connection: Connection, values: list[dict[str, Any]]) -> None:
         """Run the statement once per item of ``values``."""
-        cursor = connection.connection.dbapi_connection.cursor()
-        try:
+        with self._cursor(connection) as cursor:
             cursor.executemany(self.sql, [self.parameters(item) for item in values])
-        except connection.dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(self.sql, None, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect) from exc
+
+    @contextmanager
+    def _cursor(self, connection: Connection) -> Iterator[Any]:
+        """Yield a DB-API cursor of ``connection``, raising driver errors as SQLAlchemy's exceptions."""
+        cursor = connection.connection.dbapi_connection.cursor()
+        error = connection.dialect.loaded_dbapi.Error
+        try:
+            yield cursor
+        except error as exc:
+            raise DBAPIError.instance(self.sql, None, exc, error, dialect=connection.dialect) from exc
         finally:
             cursor.close()
 

@@ -201,7 +201,7 @@ def _closest_by_brute_force(window: str, entries: list[tuple[str, str]], thresho
     return {name: (score / 100, value) for name, (score, value) in best.items()}
 
 
-def test_one_call_per_window_finds_what_each_entity_would() -> None:
+def test_grouped_lookup_equals_brute_force() -> None:
     import random
 
     from bot.nlu.entities import _Candidates

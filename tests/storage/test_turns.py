@@ -329,7 +329,7 @@ async def test_in_memory_sqlite_runs_on_the_async_engine():
         await store.stop()
 
 
-def test_json_columns_round_trip_what_json_accepts():
+def test_json_columns_round_trip():
     from bot.storage.store import json_dumps, json_loads
 
     value = {"text": "élève", "confidence": 0.25, 1: "key", "huge": 2**70, "list": (1, 2)}
