@@ -84,15 +84,23 @@ RATE_LIMIT_EXEMPT = ("/webhooks/telegram",)
 
 
 def rate_limit_middleware(per_minute: int):
-    from connectors.web.limits import RateLimiter
+    from connectors.web.limits import RateLimiter, RepeatCounter
 
     limiter = RateLimiter(per_minute)
+    rejections = RepeatCounter()
 
     @web.middleware
     async def limit(request: web.Request, handler):
         limited = request.method == "POST" and not request.path.startswith(RATE_LIMIT_EXEMPT)
         if limited and not limiter.allow(request.remote or "unknown"):
-            logger.warning("HTTP rate limit reached for %s on %s", request.remote, request.path)
+            held_back = rejections.hit(request.remote or "unknown")
+            if held_back == 0:
+                logger.warning("HTTP rate limit reached for %s on %s", request.remote, request.path)
+            elif held_back is not None:
+                logger.warning(
+                    "HTTP rate limit reached for %s on %s, after %d more rejected requests since the last warning",
+                    request.remote, request.path, held_back,
+                )
             raise web.HTTPTooManyRequests(
                 text='{"error": "rate_limited", "message": "too many requests; retry in a minute"}',
                 content_type="application/json",

@@ -204,6 +204,36 @@ async def test_rate_limit_per_address(client, start_server, settings: Settings, 
     assert "HTTP rate limit reached for 127.0.0.1 on /model/parse" in caplog.messages
 
 
+async def test_rate_limit_warns_once_per_minute(client, start_server, settings: Settings, caplog):
+    settings.server.requests_per_minute = 1
+    limited = await start_server(settings)
+    url = f"{limited.url}/model/parse"
+
+    statuses = []
+    for _ in range(6):
+        async with client.post(url, json={"text": "bonjour"}) as response:
+            statuses.append(response.status)
+
+    assert statuses == [200, 429, 429, 429, 429, 429]
+    warnings = [message for message in caplog.messages if message.startswith("HTTP rate limit reached")]
+    assert warnings == ["HTTP rate limit reached for 127.0.0.1 on /model/parse"]
+
+
+def test_repeat_counter_reports_held_back_count():
+    from connectors.web.limits import RepeatCounter
+
+    counter = RepeatCounter(window=60.0, max_keys=2)
+
+    assert counter.hit("a", now=0.0) == 0
+    assert counter.hit("a", now=1.0) is None
+    assert counter.hit("a", now=2.0) is None
+    assert counter.hit("a", now=61.0) == 2
+    assert counter.hit("b", now=61.0) == 0
+    # A third key over max_keys drops the keys reported more than a window ago.
+    assert counter.hit("c", now=125.0) == 0
+    assert list(counter._reported) == ["c"]
+
+
 async def test_rate_limit_spares_others(client, start_server, settings: Settings):
     settings.server.requests_per_minute = 1
     limited = await start_server(settings)
