@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -384,6 +386,21 @@ def test_loaded_matches_trained(model: NluModel, saved: Path, text: str) -> None
         [item["confidence"] for item in trained["intent_ranking"]], abs=1e-6
     )
     assert loaded["entities"] == trained["entities"]
+
+
+def test_loaded_model_parses_without_scikit_learn(saved: Path) -> None:
+    # Serving loads a model and parses; scikit-learn and SciPy stay out, which shortens start-up.
+    script = (
+        "import sys; from pathlib import Path; from bot.nlu.model import NluModel; "
+        f"result = NluModel.load(Path({str(saved)!r})).parse('les vacances commencent quand'); "
+        "print(result['intent']['name']); "
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'sklearn', 'scipy'}))"
+    )
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120).stdout
+
+    intent, loaded = output.splitlines()
+    assert intent == NluModel.load(saved).parse("les vacances commencent quand")["intent"]["name"]
+    assert loaded == "[]"
 
 
 def test_loaded_keeps_settings(saved: Path, settings: NluSettings) -> None:
